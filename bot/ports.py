@@ -1,0 +1,72 @@
+"""The small interfaces the core needs; `retrieval/` and others implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from bot.models import Chunk, Hit, SearchMode, SparseVector
+
+
+class Embedder(Protocol):
+    """Dense text embeddings. The async methods never block the event loop."""
+
+    name: str
+    dim: int
+
+    async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    async def embed_query(self, text: str) -> list[float]: ...
+
+
+class SparseEncoder(Protocol):
+    """Lexical (BM25-style) sparse vectors; the store applies IDF."""
+
+    def encode_document(self, text: str) -> SparseVector: ...
+
+    def encode_query(self, text: str) -> SparseVector: ...
+
+
+class VectorStore(Protocol):
+    """One collection of chunks with a dense and a sparse vector each."""
+
+    async def upsert(
+        self, chunks: Sequence[Chunk], dense: Sequence[Sequence[float]], sparse: Sequence[SparseVector]
+    ) -> None: ...
+
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]: ...
+
+    async def update_locations(self, chunks: Sequence[Chunk]) -> None:
+        """Refresh the citation payload of chunks whose text (and so id) did not change."""
+        ...
+
+    async def delete(self, ids: Sequence[str]) -> None: ...
+
+    async def ids_by_source(self) -> dict[str, set[str]]:
+        """Every indexed source with the ids of its chunks."""
+        ...
+
+    async def file_hashes(self) -> dict[str, str]:
+        """The content hash each indexed source had when it was indexed."""
+        ...
+
+    async def search(
+        self,
+        dense: Sequence[float] | None,
+        sparse: SparseVector | None,
+        mode: SearchMode,
+        limit: int,
+        prefetch: int,
+        weights: tuple[float, float] = (1.0, 1.0),
+        rrf_k: int = 60,
+    ) -> list[Hit]: ...
+
+    async def count(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class Retriever(Protocol):
+    """What the engine asks of retrieval: passages for a standalone query."""
+
+    async def search(self, query: str, limit: int | None = None, mode: SearchMode | None = None) -> list[Hit]: ...

@@ -1,0 +1,350 @@
+"""The one settings model, grouped, read from the environment and an optional `.env`.
+
+Every variable carries the prefix ``ADVISOR_`` except the names users already know
+(``OPENAI_API_KEY``, ``QDRANT_URL``, ``SLACK_BOT_TOKEN`` and so on), which are read
+unprefixed; the prefixed spelling works for them too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _known(name: str, prefixed: str) -> Any:
+    """A field read from a well-known unprefixed name, or its ADVISOR_ spelling."""
+    return AliasChoices(name, prefixed)
+
+
+class _Group(BaseSettings):
+    """One group of settings; `prefix` is its environment prefix."""
+
+    prefix: ClassVar[str] = "ADVISOR_"
+    model_config = SettingsConfigDict(extra="ignore", env_file_encoding="utf-8", frozen=True)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.model_config = {**cls.model_config, "env_prefix": cls.prefix}
+
+    @classmethod
+    def env_names(cls, field: str) -> list[str]:
+        """The environment variable names a field is read from, preferred first."""
+        alias = cls.model_fields[field].validation_alias
+        if isinstance(alias, AliasChoices):
+            return [str(choice) for choice in alias.choices]
+        return [f"{cls.prefix}{field}".upper()]
+
+
+class CoreSettings(_Group):
+    prefix: ClassVar[str] = "ADVISOR_"
+    data_dir: Path = Field(Path("data"), description="where the index, memory and state live")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    persona: str = Field(
+        "You are advisor, a professional and personable advisor. You give practical, "
+        "grounded advice in a warm, plain voice.",
+        description="the system persona of the assistant",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class OpenAISettings(_Group):
+    prefix: ClassVar[str] = "ADVISOR_OPENAI_"
+    api_key: SecretStr | None = Field(None, validation_alias=_known("OPENAI_API_KEY", "ADVISOR_OPENAI_API_KEY"))
+    base_url: str | None = Field(
+        None,
+        validation_alias=_known("OPENAI_BASE_URL", "ADVISOR_OPENAI_BASE_URL"),
+        description="an OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama)",
+    )
+    chat_model: str = "gpt-4o-mini"
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value or None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api_key or self.base_url)
+
+
+class QdrantSettings(_Group):
+    prefix: ClassVar[str] = "ADVISOR_QDRANT_"
+    url: str | None = Field(
+        None,
+        validation_alias=_known("QDRANT_URL", "ADVISOR_QDRANT_URL"),
+        description="a Qdrant server or cluster; unset means the embedded engine",
+    )
+    api_key: SecretStr | None = Field(None, validation_alias=_known("QDRANT_API_KEY", "ADVISOR_QDRANT_API_KEY"))
+    embedded_engine: Literal["edge", "local"] = Field(
+        "edge",
+        description="embedded engine when QDRANT_URL is unset: edge (qdrant-edge, Rust) or local (qdrant-client local mode)",
+    )
+    collection: str = Field("advisor", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL, e.g. http://localhost:6333")
+        return value or None
+
+
+class EmbeddingSettings(_Group):
+    prefix: ClassVar[str] = "ADVISOR_EMBEDDINGS_"
+    provider: Literal["onnx", "torch", "openai"] = Field(
+        "onnx", description="onnx (bundled int8 MiniLM), torch (extra 'torch'), or openai"
+    )
+    openai_model: str = "text-embedding-3-small"
+    dimensions: int | None = Field(None, gt=0, description="output size for OpenAI embeddings")
+    batch_size: int = Field(32, ge=1, le=1024)
+
+
+class RetrievalSettings(_Group):
+    prefix: ClassVar[str] = "ADVISOR_RETRIEVAL_"
+    mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
+    top_k: int = Field(5, ge=1, le=100)
+    prefetch: int = Field(40, ge=1, le=1000, description="candidates each half hands to fusion")
+    rrf_k: int = Field(60, ge=1)
+    dense_weight: float = Field(1.0, ge=0)
+    sparse_weight: float = Field(1.0, ge=0)
+    chunk_tokens: int = Field(200, ge=32, le=2000)
+    chunk_overlap: int = Field(40, ge=0)
+    bm25_avg_len: float = Field(120.0, gt=0, description="typical chunk length in words, for BM25")
+
+
+class DiscordSettings(_Group):
+    prefix: ClassVar[str] = "ADVISOR_DISCORD_"
+    token: SecretStr | None = Field(None, validation_alias=_known("DISCORD_TOKEN", "ADVISOR_DISCORD_TOKEN"))
+    allowed_guild_ids: CommaList = Field(default_factory=list, description="empty means every guild")
+    allowed_channel_ids: CommaList = Field(default_factory=list, description="empty means every channel")
+    bot_allowlist: CommaList = Field(default_factory=list, description="bot or webhook user ids the bot answers")
+
+    _split = field_validator("allowed_guild_ids", "allowed_channel_ids", "bot_allowlist", mode="before")(
+        _split_commas
+    )
+
+
+class SlackSettings(_Group):
+    prefix: ClassVar[str] = "ADVISOR_SLACK_"
+    bot_token: SecretStr | None = Field(None, validation_alias=_known("SLACK_BOT_TOKEN", "ADVISOR_SLACK_BOT_TOKEN"))
+    app_token: SecretStr | None = Field(None, validation_alias=_known("SLACK_APP_TOKEN", "ADVISOR_SLACK_APP_TOKEN"))
+    signing_secret: SecretStr | None = Field(
+        None, validation_alias=_known("SLACK_SIGNING_SECRET", "ADVISOR_SLACK_SIGNING_SECRET")
+    )
+    port: int = Field(3000, ge=1, le=65535, description="HTTP mode listening port")
+    bot_allowlist: CommaList = Field(default_factory=list, description="bot ids the bot answers")
+
+    _split = field_validator("bot_allowlist", mode="before")(_split_commas)
+
+    @field_validator("bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("expected a bot token starting with xoxb-")
+        return value
+
+    @field_validator("app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("expected an app-level token starting with xapp-")
+        return value
+
+
+class MemorySettings(_Group):
+    prefix: ClassVar[str] = "ADVISOR_MEMORY_"
+    redis_url: str | None = Field(
+        None,
+        validation_alias=_known("REDIS_URL", "ADVISOR_MEMORY_REDIS_URL"),
+        description="shared memory and limits across processes; unset means SQLite",
+    )
+    history_tokens: int = Field(2000, ge=100)
+    retention_days: int = Field(30, ge=1)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis:// (or rediss://, unix://) URL")
+        return value or None
+
+
+class LimitSettings(_Group):
+    prefix: ClassVar[str] = "ADVISOR_LIMITS_"
+    user_per_minute: float = Field(6.0, gt=0)
+    conversation_per_minute: float = Field(10.0, gt=0)
+    max_message_chars: int = Field(4000, ge=100)
+
+
+class AdminSettings(_Group):
+    prefix: ClassVar[str] = "ADVISOR_ADMINS_"
+    slack_user_ids: CommaList = Field(default_factory=list)
+    discord_user_ids: CommaList = Field(default_factory=list)
+    discord_role_ids: CommaList = Field(default_factory=list)
+
+    _split = field_validator("slack_user_ids", "discord_user_ids", "discord_role_ids", mode="before")(
+        _split_commas
+    )
+
+
+GROUPS: dict[str, type[_Group]] = {
+    "core": CoreSettings,
+    "openai": OpenAISettings,
+    "qdrant": QdrantSettings,
+    "embeddings": EmbeddingSettings,
+    "retrieval": RetrievalSettings,
+    "discord": DiscordSettings,
+    "slack": SlackSettings,
+    "memory": MemorySettings,
+    "limits": LimitSettings,
+    "admins": AdminSettings,
+}
+
+
+class Problem(BaseModel):
+    """One invalid or missing variable, named with what it expects."""
+
+    variable: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.variable}: {self.message}"
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; `problems` names every variable at fault."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class Settings(BaseModel):
+    """All groups together. Build it with `load_settings()`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    core: CoreSettings
+    openai: OpenAISettings
+    qdrant: QdrantSettings
+    embeddings: EmbeddingSettings
+    retrieval: RetrievalSettings
+    discord: DiscordSettings
+    slack: SlackSettings
+    memory: MemorySettings
+    limits: LimitSettings
+    admins: AdminSettings
+
+    @property
+    def data_dir(self) -> Path:
+        return self.core.data_dir
+
+    def problems(self) -> list[Problem]:
+        """Checks that span fields: each names the variable to set and why."""
+        found: list[Problem] = []
+        if self.embeddings.provider == "openai" and not self.openai.configured:
+            found.append(
+                Problem(
+                    variable="OPENAI_API_KEY",
+                    message="ADVISOR_EMBEDDINGS_PROVIDER=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL "
+                    "for a compatible server)",
+                )
+            )
+        if self.qdrant.api_key and not self.qdrant.url:
+            found.append(Problem(variable="QDRANT_URL", message="QDRANT_API_KEY is set but QDRANT_URL is not"))
+        if self.retrieval.chunk_overlap >= self.retrieval.chunk_tokens:
+            found.append(
+                Problem(
+                    variable="ADVISOR_RETRIEVAL_CHUNK_OVERLAP",
+                    message=f"must be smaller than ADVISOR_RETRIEVAL_CHUNK_TOKENS ({self.retrieval.chunk_tokens})",
+                )
+            )
+        if self.retrieval.mode == "hybrid" and self.retrieval.dense_weight + self.retrieval.sparse_weight == 0:
+            found.append(
+                Problem(variable="ADVISOR_RETRIEVAL_DENSE_WEIGHT", message="dense and sparse weights are both 0")
+            )
+        return found
+
+    def platform_gaps(self) -> dict[str, list[str]]:
+        """For each optional integration, what is missing before it can run (empty: ready)."""
+        slack_gaps = []
+        if not self.slack.bot_token:
+            slack_gaps.append("SLACK_BOT_TOKEN (xoxb-...)")
+        if not (self.slack.app_token or self.slack.signing_secret):
+            slack_gaps.append("SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)")
+        return {
+            "language model": [] if self.openai.configured else ["OPENAI_API_KEY or OPENAI_BASE_URL"],
+            "slack": slack_gaps,
+            "discord": [] if self.discord.token else ["DISCORD_TOKEN"],
+        }
+
+    def masked(self) -> dict[str, dict[str, str]]:
+        """Every effective value by group and variable name, secrets masked."""
+        shown: dict[str, dict[str, str]] = {}
+        for name, group_cls in GROUPS.items():
+            group = getattr(self, name)
+            rows: dict[str, str] = {}
+            for field in group_cls.model_fields:
+                value = getattr(group, field)
+                if isinstance(value, SecretStr):
+                    text = "******** (set)"
+                elif value is None:
+                    text = "(not set)"
+                elif isinstance(value, list):
+                    text = ",".join(value) or "(empty)"
+                else:
+                    text = str(value)
+                rows[group_cls.env_names(field)[0]] = text
+            shown[name] = rows
+        return shown
+
+
+def all_variables() -> list[str]:
+    """Every variable the settings read (the preferred spelling of each)."""
+    return [cls.env_names(field)[0] for cls in GROUPS.values() for field in cls.model_fields]
+
+
+def _describe(cls: type[_Group], error: dict[str, Any]) -> Problem:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    if field not in cls.model_fields:  # an alias appears in loc when read by alias
+        field = next((f for f in cls.model_fields if str(error["loc"][0]) in cls.env_names(f)), field)
+    names = cls.env_names(field) if field in cls.model_fields else [f"{cls.prefix}{field}".upper()]
+    info = cls.model_fields.get(field)
+    expects = f" (expects: {info.description})" if info is not None and info.description else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "literal_error":
+        message = "expected " + message.removeprefix("Input should be ")
+    return Problem(variable=" or ".join(names), message=message + expects)
+
+
+def load_settings(env_file: str | os.PathLike[str] | None = ".env") -> Settings:
+    """Read every group; raise `SettingsError` naming each invalid variable at once."""
+    groups: dict[str, _Group] = {}
+    problems: list[Problem] = []
+    for name, cls in GROUPS.items():
+        try:
+            groups[name] = cls(_env_file=env_file)  # type: ignore[call-arg]
+        except ValidationError as exc:
+            problems.extend(_describe(cls, err) for err in exc.errors(include_input=False))
+    if problems:
+        raise SettingsError(problems)
+    return Settings(**groups)

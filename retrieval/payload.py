@@ -1,0 +1,58 @@
+"""How a chunk is stored in a Qdrant point: names of the vectors and the payload layout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from bot.models import Chunk
+
+DENSE = "dense"
+SPARSE = "bm25"
+LOCATION_FIELDS = ("title", "headings", "start", "end", "file_hash")
+
+
+def to_payload(chunk: Chunk) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "text": chunk.text,
+        "source": chunk.source,
+        "title": chunk.title,
+        "headings": list(chunk.headings),
+        "start": chunk.start,
+        "end": chunk.end,
+        "file_hash": chunk.file_hash,
+    }
+    if chunk.extra:
+        payload["extra"] = dict(chunk.extra)
+    return payload
+
+
+def location_payload(chunk: Chunk) -> dict[str, Any]:
+    """The part of the payload that may change while the text (and so the id) stays."""
+    full = to_payload(chunk)
+    return {key: full[key] for key in LOCATION_FIELDS}
+
+
+def from_payload(point_id: Any, payload: dict[str, Any] | None) -> Chunk:
+    payload = payload or {}
+    return Chunk(
+        id=str(point_id),
+        text=str(payload.get("text", "")),
+        source=str(payload.get("source", "")),
+        title=str(payload.get("title", "")),
+        headings=tuple(payload.get("headings") or ()),
+        start=int(payload.get("start", 0)),
+        end=int(payload.get("end", 0)),
+        file_hash=str(payload.get("file_hash", "")),
+        extra=dict(payload.get("extra") or {}),
+    )
+
+
+def consistent_hashes(records: Iterable[Any]) -> dict[str, str]:
+    """source -> the file hash all its chunks carry ("" where they disagree: a run was cut short)."""
+    found: dict[str, str] = {}
+    for record in records:
+        payload = record.payload or {}
+        source, file_hash = str(payload.get("source", "")), str(payload.get("file_hash", ""))
+        found[source] = file_hash if found.get(source, file_hash) == file_hash else ""
+    return found

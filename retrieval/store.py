@@ -1,0 +1,21 @@
+"""Open the store the settings ask for: a Qdrant server, or an embedded engine on disk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.settings import Settings
+from retrieval.store_edge import EdgeStore
+from retrieval.store_qdrant import QdrantClientStore
+
+
+async def open_store(settings: Settings, dim: int) -> Any:
+    """`QDRANT_URL` set: that server. Otherwise the embedded engine under the data directory."""
+    qdrant = settings.qdrant
+    if qdrant.url:
+        key = qdrant.api_key.get_secret_value() if qdrant.api_key else None
+        return await QdrantClientStore.open(qdrant.collection, dim, url=qdrant.url, api_key=key)
+    root = settings.data_dir / "index"
+    if qdrant.embedded_engine == "local":
+        return await QdrantClientStore.open(qdrant.collection, dim, path=str(root / "qdrant-local"))
+    return EdgeStore.open(root / "qdrant-edge", qdrant.collection, dim)
