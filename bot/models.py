@@ -33,7 +33,8 @@ class Chunk:
     @property
     def location(self) -> str:
         """Where the passage sits in its source, for people: heading trail, page or row."""
-        places = [" > ".join(self.headings)] if self.headings else []
+        trail = [h for h in self.headings if h != self.title]
+        places = [" > ".join(trail)] if trail else []
         places += [f"{key} {self.extra[key]}" for key in ("page", "row") if key in self.extra]
         return ", ".join(places)
 

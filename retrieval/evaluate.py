@@ -13,13 +13,14 @@ import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bot.models import SearchMode
 from config.settings import RetrievalSettings
 from retrieval.ingest import Ingestor
-from retrieval.loaders import FieldMapping, LoaderError
+from retrieval.loaders import FieldMapping
 from retrieval.retriever import HybridRetriever
 from retrieval.sparse import Bm25Encoder
 
@@ -163,11 +164,11 @@ async def evaluate(
     qrels_path: Path,
     embedder: Any,
     settings: RetrievalSettings,
-    mode: SearchMode = "hybrid",
+    modes: Sequence[SearchMode] = ("hybrid",),
     engine: str = "edge",
     workdir: Path | None = None,
-) -> EvalResult:
-    """Index `corpus` into a fresh store and run every judged query through the retriever."""
+) -> list[EvalResult]:
+    """Index `corpus` once into a fresh store; run every judged query in each mode."""
     from retrieval.store_edge import EdgeStore
     from retrieval.store_qdrant import QdrantClientStore
 
@@ -176,6 +177,9 @@ async def evaluate(
     judged = {qid: queries[qid] for qid in qrels if qid in queries}
     if not judged:
         raise EvalInputError(f"{qrels_path}: no judged query is in {queries_path}")
+    documents = len(_jsonl(corpus))
+    baseline = score_run(bm25_baseline(corpus, judged), qrels)
+    results: list[EvalResult] = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         if engine == "edge":
             store: Any = EdgeStore.open(Path(tmp), "eval", embedder.dim)
@@ -192,35 +196,43 @@ async def evaluate(
         )
         try:
             report = await ingestor.run([corpus])
-        except LoaderError as exc:
-            raise EvalInputError(f"{corpus}: {exc}") from exc
-        if report.skipped:
-            raise EvalInputError(f"{corpus}: {report.skipped[0][1]}")
-        retriever = HybridRetriever(store, embedder, sparse, settings)
-        run: Run = {}
-        latencies: list[float] = []
-        for qid, text in judged.items():
-            started = time.perf_counter()
-            hits = await retriever.search(text, limit=K * 3, mode=mode)
-            latencies.append((time.perf_counter() - started) * 1000)
-            ranked: list[str] = []
-            for hit in hits:
-                doc = str(hit.chunk.extra.get("id", hit.chunk.source))
-                if doc not in ranked:
-                    ranked.append(doc)
-            run[qid] = ranked[:K]
-        chunks = await store.count()
-        await store.close()
-    documents = len(_jsonl(corpus))
-    return EvalResult(
-        mode=mode,
-        engine=engine,
-        documents=documents,
-        queries=len(judged),
-        chunks=chunks,
-        metrics=score_run(run, qrels),
-        bm25=score_run(bm25_baseline(corpus, judged), qrels),
-        index_seconds=report.seconds,
-        latency_ms={"p50": percentile(latencies, 50), "p95": percentile(latencies, 95)},
-        extra={"embedder": embedder.name, "index_chunks_per_second": report.throughput},
-    )
+            if report.skipped:
+                raise EvalInputError(f"{corpus}: {report.skipped[0][1]}")
+            retriever = HybridRetriever(store, embedder, sparse, settings)
+            chunks = await store.count()
+            for mode in modes:
+                run, latencies = await _run_queries(retriever, judged, mode)
+                results.append(
+                    EvalResult(
+                        mode=mode,
+                        engine=engine,
+                        documents=documents,
+                        queries=len(judged),
+                        chunks=chunks,
+                        metrics=score_run(run, qrels),
+                        bm25=baseline,
+                        index_seconds=report.seconds,
+                        latency_ms={"p50": percentile(latencies, 50), "p95": percentile(latencies, 95)},
+                        extra={"embedder": embedder.name, "index_chunks_per_second": report.throughput},
+                    )
+                )
+        finally:
+            await store.close()
+    return results
+
+
+async def _run_queries(retriever: HybridRetriever, queries: dict[str, str], mode: SearchMode) -> tuple[Run, list[float]]:
+    """Ranked document ids per query (a document ranks by its best chunk) and latencies in ms."""
+    run: Run = {}
+    latencies: list[float] = []
+    for qid, text in queries.items():
+        started = time.perf_counter()
+        hits = await retriever.search(text, limit=K * 3, mode=mode)
+        latencies.append((time.perf_counter() - started) * 1000)
+        ranked: list[str] = []
+        for hit in hits:
+            doc = str(hit.chunk.extra.get("id", hit.chunk.source))
+            if doc not in ranked:
+                ranked.append(doc)
+        run[qid] = ranked[:K]
+    return run, latencies

@@ -163,7 +163,10 @@ def _load_html(path: Path, text: str) -> Document:
     for element in root.find_all(["h1", "h2", "h3", "h4", "h5", "h6", *_HTML_BLOCKS]):
         if element.find_parent(_HTML_BLOCKS):
             continue  # its text is part of the enclosing block
-        content = element.get_text("\n" if element.name == "pre" else " ", strip=element.name != "pre")
+        if element.name == "pre":
+            content = element.get_text()
+        else:  # inline tags are joined with spaces, which must not land before punctuation
+            content = re.sub(r"\s+([.,;:!?)])", r"\1", " ".join(element.get_text(" ").split()))
         if not content.strip():
             continue
         if element.name[0] == "h" and element.name[1:].isdigit():

@@ -1,0 +1,253 @@
+"""The `advisor` command line. Exit codes: 0 done, 1 failed, 2 bad input or settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from config.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("advisor")
+
+DEMO_QUESTIONS = (
+    "How big should my emergency fund be?",
+    "Should I pay off my credit card or save first?",
+    "How do I ask for a raise?",
+)
+
+
+class UsageError(Exception):
+    """Bad input from the command line or a file: exit code 2."""
+
+
+def sample_kb() -> Path:
+    """The sample knowledge base shipped inside the package."""
+    return Path(str(resources.files("retrieval") / "sample_kb"))
+
+
+def _split_fields(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(part.strip() for value in values or [] for part in value.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="advisor", description=__doc__)
+    parser.add_argument("--env-file", default=".env", help="settings file to read besides the environment")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    config = commands.add_parser("config", help="inspect settings").add_subparsers(dest="action", required=True)
+    config.add_parser("check", help="print the effective settings (secrets masked) and any problems")
+
+    ingest = commands.add_parser("ingest", help="index files and folders into the knowledge base")
+    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    ingest.add_argument("--full", action="store_true", help="rebuild a fresh index and switch to it at the end")
+    ingest.add_argument("--text-field", action="append", help="CSV/JSONL field(s) holding the text (comma-separated)")
+    ingest.add_argument("--title-field", help="CSV/JSONL field holding the title")
+    ingest.add_argument("--id-field", help="CSV/JSONL field holding a record id")
+
+    search = commands.add_parser("search", help="print the passages that best match a question")
+    search.add_argument("question")
+    search.add_argument("--mode", choices=["dense", "sparse", "hybrid"])
+    search.add_argument("-k", "--top-k", type=int, default=None)
+    search.add_argument("--json", action="store_true")
+
+    demo = commands.add_parser("demo", help="index the bundled sample knowledge base and search it")
+    demo.add_argument("question", nargs="?", help="a question of your own (default: three samples)")
+
+    evaluate = commands.add_parser("eval", help="evaluations").add_subparsers(dest="action", required=True)
+    retrieval = evaluate.add_parser("retrieval", help="retrieval quality on BEIR-layout files")
+    retrieval.add_argument("--corpus", type=Path, required=True)
+    retrieval.add_argument("--queries", type=Path, required=True)
+    retrieval.add_argument("--qrels", type=Path, required=True)
+    retrieval.add_argument("--mode", choices=["dense", "sparse", "hybrid"], action="append")
+    retrieval.add_argument("--engine", choices=["edge", "local"], default="edge", help="embedded engine to index into")
+    retrieval.add_argument("--json", action="store_true")
+    return parser
+
+
+def _progress_bar(total: int) -> tuple[Any, Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="file", file=sys.stderr, disable=None, dynamic_ncols=True)
+    state = {"chunks": 0, "started": time.perf_counter()}
+
+    def update(kind: str, count: int) -> None:
+        if kind == "file":
+            bar.update(count)
+        else:
+            state["chunks"] += count
+            rate = state["chunks"] / max(time.perf_counter() - state["started"], 1e-9)
+            bar.set_postfix_str(f"{state['chunks']} chunks, {rate:.1f} chunks/s")
+
+    return bar, update
+
+
+async def cmd_ingest(settings: Settings, paths: Sequence[Path], full: bool, mapping: Any, quiet: bool = False) -> int:
+    from bot.wiring import build_retrieval
+    from retrieval.ingest import Ingestor, IngestReport, discover
+
+    stack = await build_retrieval(settings)
+    try:
+        ingestor = Ingestor(
+            stack.store,
+            stack.embedder,
+            stack.sparse,
+            settings.retrieval.chunk_tokens,
+            settings.retrieval.chunk_overlap,
+            mapping,
+        )
+        total = len(discover(paths, IngestReport())[0])
+        bar, update = _progress_bar(total) if not quiet else (None, None)
+        try:
+            report = await ingestor.run(paths, full=full, progress=update)
+        finally:
+            if bar is not None:
+                bar.close()
+        print(report.summary(), file=sys.stderr if quiet else sys.stdout)
+        return 0 if report.files_indexed or report.files_unchanged or not report.skipped else 1
+    finally:
+        await stack.close()
+
+
+def _print_hits(hits: list[Any], as_json: bool) -> None:
+    if as_json:
+        rows = [
+            {
+                "rank": rank,
+                "score": round(hit.score, 6),
+                "source": hit.chunk.source,
+                "title": hit.chunk.title,
+                "location": hit.chunk.location,
+                "start": hit.chunk.start,
+                "end": hit.chunk.end,
+                "text": hit.chunk.text,
+            }
+            for rank, hit in enumerate(hits, start=1)
+        ]
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        print("No matching passages. Index something first: advisor ingest PATH")
+    for rank, hit in enumerate(hits, start=1):
+        chunk = hit.chunk
+        where = f" > {chunk.location}" if chunk.location else ""
+        snippet = " ".join(chunk.text.split())
+        print(f"{rank}. [{hit.score:.4f}] {chunk.title}{where}")
+        print(f"   {chunk.source} (chars {chunk.start}-{chunk.end})")
+        print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
+
+
+async def cmd_search(settings: Settings, question: str, mode: str | None, top_k: int | None, as_json: bool) -> int:
+    from bot.wiring import build_retrieval
+
+    if not question.strip():
+        raise UsageError("the question is empty")
+    stack = await build_retrieval(settings)
+    try:
+        hits = await stack.retriever.search(question, limit=top_k, mode=mode)  # type: ignore[arg-type]
+    finally:
+        await stack.close()
+    _print_hits(hits, as_json)
+    return 0
+
+
+async def cmd_demo(settings: Settings, question: str | None) -> int:
+    from retrieval.loaders import FieldMapping
+
+    await cmd_ingest(settings, [sample_kb()], full=False, mapping=FieldMapping(), quiet=True)
+    for text in [question] if question else DEMO_QUESTIONS:
+        print(f"\nQ: {text}")
+        await cmd_search(settings, text, None, 3, False)
+    return 0
+
+
+async def cmd_eval_retrieval(settings: Settings, args: argparse.Namespace) -> int:
+    from retrieval.embedders import build_embedder
+    from retrieval.evaluate import evaluate
+
+    for path in (args.corpus, args.queries, args.qrels):
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+    embedder = build_embedder(settings)
+    results = await evaluate(
+        args.corpus, args.queries, args.qrels, embedder, settings.retrieval, modes=args.mode or ["hybrid"], engine=args.engine
+    )
+    if args.json:
+        payload: Any = results[0].to_json() if len(results) == 1 else [r.to_json() for r in results]
+        print(json.dumps(payload, indent=2))
+    else:
+        print("\n\n".join(result.table() for result in results))
+    return 0
+
+
+def cmd_config_check(settings: Settings) -> int:
+    for group, rows in settings.masked().items():
+        print(f"[{group}]")
+        for name, value in rows.items():
+            print(f"  {name} = {value}")
+    print("\nintegrations:")
+    for name, gaps in settings.platform_gaps().items():
+        print(f"  {name}: {'ready' if not gaps else 'not configured (needs ' + '; '.join(gaps) + ')'}")
+    problems = settings.problems()
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2 if problems else 0
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    from retrieval.loaders import FieldMapping
+
+    if args.command == "ingest":
+        mapping = FieldMapping(_split_fields(args.text_field), args.title_field, args.id_field)
+        return await cmd_ingest(settings, args.paths, args.full, mapping)
+    if args.command == "search":
+        return await cmd_search(settings, args.question, args.mode, args.top_k, args.json)
+    if args.command == "demo":
+        return await cmd_demo(settings, args.question)
+    if args.command == "eval":
+        return await cmd_eval_retrieval(settings, args)
+    raise UsageError(f"unknown command {args.command}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.env_file if Path(args.env_file).is_file() else None)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.core.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "config":
+        return cmd_config_check(settings)
+    problems = settings.problems()
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from retrieval.embedders import EmbedderError
+    from retrieval.evaluate import EvalInputError
+    from retrieval.store_errors import StoreError
+
+    try:
+        return asyncio.run(run(args, settings))
+    except (UsageError, EvalInputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (StoreError, EmbedderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
