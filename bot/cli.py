@@ -58,8 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", "--top-k", type=int, default=None)
     search.add_argument("--json", action="store_true")
 
-    demo = commands.add_parser("demo", help="index the bundled sample knowledge base and search it")
-    demo.add_argument("question", nargs="?", help="a question of your own (default: three samples)")
+    commands.add_parser("demo", help="index the bundled sample knowledge base and start `advisor chat`")
+    commands.add_parser("chat", help="talk to the advisor in the terminal (reads stdin lines when piped)")
+    ask = commands.add_parser("ask", help="one question, one answer on stdout")
+    ask.add_argument("question")
+    ask.add_argument("--json", action="store_true")
 
     evaluate = commands.add_parser("eval", help="evaluations").add_subparsers(dest="action", required=True)
     retrieval = evaluate.add_parser("retrieval", help="retrieval quality on BEIR-layout files")
@@ -158,14 +161,73 @@ async def cmd_search(settings: Settings, question: str, mode: str | None, top_k:
     return 0
 
 
-async def cmd_demo(settings: Settings, question: str | None) -> int:
+async def cmd_chat(settings: Settings) -> int:
+    from adapters.console import ConsoleChat
+    from bot.wiring import build_engine, build_retrieval
+
+    stack = await build_retrieval(settings)
+    engine = await build_engine(settings, stack)
+    try:
+        await ConsoleChat(engine).run()
+    finally:
+        await engine.memory.close()
+        await stack.close()
+    return 0
+
+
+async def cmd_demo(settings: Settings) -> int:
     from retrieval.loaders import FieldMapping
 
     await cmd_ingest(settings, [sample_kb()], full=False, mapping=FieldMapping(), quiet=True)
-    for text in [question] if question else DEMO_QUESTIONS:
-        print(f"\nQ: {text}")
-        await cmd_search(settings, text, None, 3, False)
-    return 0
+    print(f"Sample knowledge base ready. Try: {' / '.join(DEMO_QUESTIONS)}", file=sys.stderr)
+    return await cmd_chat(settings)
+
+
+async def cmd_ask(settings: Settings, question: str, as_json: bool) -> int:
+    import uuid
+
+    from bot.models import Final, IncomingMessage
+    from bot.wiring import build_engine, build_retrieval
+
+    if not question.strip():
+        raise UsageError("the question is empty")
+    stack = await build_retrieval(settings)
+    engine = await build_engine(settings, stack)
+    message = IncomingMessage("cli", "local", "ask", uuid.uuid4().hex, "cli", question, time.time())
+    try:
+        final = None
+        async for event in engine.answer(message):
+            if isinstance(event, Final):
+                final = event
+        await engine.forget(str(message.conversation))
+    finally:
+        await engine.memory.close()
+        await stack.close()
+    assert final is not None
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "answer": final.text,
+                    "sources": [{"source": c.source, "title": c.title, "score": c.score} for c in final.citations],
+                    "mode": final.mode,
+                    "usage": {
+                        "prompt_tokens": final.usage.prompt_tokens,
+                        "completion_tokens": final.usage.completion_tokens,
+                        "total_tokens": final.usage.total_tokens,
+                        "cost_usd": final.cost_usd,
+                    },
+                },
+                ensure_ascii=False,
+            )
+        )
+    else:
+        print(final.text)
+        if final.citations:
+            from adapters.console import format_sources
+
+            print("\nSources:\n" + format_sources(final.citations))
+    return 0 if final.mode in {"model", "offline"} else 1
 
 
 async def cmd_eval_retrieval(settings: Settings, args: argparse.Namespace) -> int:
@@ -210,7 +272,11 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "search":
         return await cmd_search(settings, args.question, args.mode, args.top_k, args.json)
     if args.command == "demo":
-        return await cmd_demo(settings, args.question)
+        return await cmd_demo(settings)
+    if args.command == "chat":
+        return await cmd_chat(settings)
+    if args.command == "ask":
+        return await cmd_ask(settings, args.question, args.json)
     if args.command == "eval":
         return await cmd_eval_retrieval(settings, args)
     raise UsageError(f"unknown command {args.command}")

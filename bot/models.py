@@ -41,7 +41,103 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Hit:
-    """A chunk found by a search, with the score of the mode that found it."""
+    """A chunk found by a search, with the score of the mode that found it.
+
+    `relevance` is the cosine similarity of the query and the chunk's dense vector (None
+    for a sparse-only search): unlike fused rank scores it means the same in every query,
+    so the engine can tell "nothing relevant" from "best of a bad lot".
+    """
 
     chunk: Chunk
     score: float
+    relevance: float | None = None
+
+
+@dataclass(frozen=True)
+class ConversationKey:
+    """Which conversation a message belongs to: a thread, a reply chain, a DM, a terminal."""
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str
+
+    def __str__(self) -> str:
+        return ":".join((self.platform, self.workspace, self.channel, self.thread))
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A user's message, as any adapter hands it to the engine."""
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str  # thread ts, reply-chain root id, or the channel itself for a DM without threads
+    author: str
+    text: str
+    sent_at: float
+    message_id: str = ""
+
+    @property
+    def conversation(self) -> ConversationKey:
+        return ConversationKey(self.platform, self.workspace, self.channel, self.thread)
+
+
+@dataclass(frozen=True)
+class Citation:
+    number: int
+    source: str
+    title: str
+    location: str
+    score: float
+    excerpt: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the answer as it streams."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know besides the answer (context trimmed, cooling down, ...)."""
+
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Citations:
+    items: tuple[Citation, ...]
+
+
+@dataclass(frozen=True)
+class Final:
+    """The whole answer, once: what adapters post last and what memory keeps."""
+
+    text: str
+    citations: tuple[Citation, ...]
+    mode: Literal["model", "offline", "limited", "error"]
+    usage: Usage = Usage()
+    cost_usd: float | None = None
+    notices: tuple[Notice, ...] = ()
+    turn_id: int | None = None
+
+
+ReplyEvent = TextDelta | Notice | Citations | Final

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from bot.models import Chunk, Hit, SearchMode, SparseVector
+from bot.models import Chunk, Hit, SearchMode, SparseVector, Usage
 
 
 class Embedder(Protocol):
@@ -70,3 +70,25 @@ class Retriever(Protocol):
     """What the engine asks of retrieval: passages for a standalone query."""
 
     async def search(self, query: str, limit: int | None = None, mode: SearchMode | None = None) -> list[Hit]: ...
+
+
+class ModelError(Exception):
+    """A chat model call failed. `kind`: rate_limited, quota, context_length, unavailable,
+    interrupted, auth or bad_request; `retry_after` in seconds when the provider said."""
+
+    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+class ChatModel(Protocol):
+    """A chat completion model."""
+
+    name: str
+
+    def stream(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> AsyncIterator[str | Usage]:
+        """Text pieces as they arrive, then a `Usage`; raises `ModelError`."""
+        ...
+
+    async def complete(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> tuple[str, Usage]: ...

@@ -32,3 +32,18 @@ async def build_retrieval(settings: Settings) -> RetrievalStack:
     sparse = Bm25Encoder(avg_len=settings.retrieval.bm25_avg_len)
     store = await open_store(settings, embedder.dim)
     return RetrievalStack(embedder, sparse, store, HybridRetriever(store, embedder, sparse, settings.retrieval))
+
+
+async def build_engine(settings: Settings, stack: RetrievalStack | None = None) -> Any:
+    """The engine with SQLite memory under the data directory and the model, if one is configured."""
+    from bot.engine import Engine
+    from bot.memory import SqliteMemory
+    from bot.openai_model import build_chat_model
+
+    stack = stack or await build_retrieval(settings)
+    model = None
+    if settings.openai.configured:
+        key = settings.openai.api_key.get_secret_value() if settings.openai.api_key else None
+        model = build_chat_model(key, settings.openai.base_url, settings.openai.chat_model, settings.openai.timeout_seconds)
+    memory = SqliteMemory(settings.data_dir / "memory.sqlite3")
+    return Engine(settings, stack.retriever, memory, model)

@@ -73,6 +73,8 @@ class OpenAISettings(_Group):
     )
     chat_model: str = "gpt-4o-mini"
     timeout_seconds: float = Field(30.0, gt=0, le=600)
+    price_input_per_mtok: float | None = Field(None, ge=0, description="USD per million prompt tokens")
+    price_output_per_mtok: float | None = Field(None, ge=0, description="USD per million completion tokens")
 
     @field_validator("base_url")
     @classmethod
@@ -126,6 +128,9 @@ class RetrievalSettings(_Group):
     rrf_k: int = Field(60, ge=1)
     dense_weight: float = Field(1.0, ge=0)
     sparse_weight: float = Field(1.0, ge=0)
+    min_relevance: float = Field(
+        0.25, ge=-1, le=1, description="cosine below which a passage counts as not relevant"
+    )
     chunk_tokens: int = Field(200, ge=32, le=2000)
     chunk_overlap: int = Field(40, ge=0)
     bm25_avg_len: float = Field(120.0, gt=0, description="typical chunk length in words, for BM25")

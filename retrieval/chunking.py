@@ -16,17 +16,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from bot.models import Chunk
+from bot.tokens import estimate_tokens
 from retrieval.loaders import Document, Section
 
-_TOKEN = re.compile(r"\w+|[^\w\s]")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)", re.MULTILINE)
-
-
-def estimate_tokens(text: str) -> int:
-    """Words and punctuation marks: close to (a little under) a WordPiece count."""
-    return len(_TOKEN.findall(text))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bot.models import Chunk
@@ -56,3 +56,13 @@ def consistent_hashes(records: Iterable[Any]) -> dict[str, str]:
         source, file_hash = str(payload.get("source", "")), str(payload.get("file_hash", ""))
         found[source] = file_hash if found.get(source, file_hash) == file_hash else ""
     return found
+
+
+def relevance(query: Sequence[float] | None, vector: Any) -> float | None:
+    """Cosine of a unit query vector and a stored (unit) dense vector, when both are there."""
+    if query is None or vector is None:
+        return None
+    stored = vector.get(DENSE) if isinstance(vector, dict) else vector
+    if not stored:
+        return None
+    return float(sum(a * b for a, b in zip(query, stored)))

@@ -21,7 +21,7 @@ from pathlib import Path
 import qdrant_edge as qe
 
 from bot.models import Chunk, Hit, SearchMode, SparseVector
-from retrieval.payload import DENSE, SPARSE, consistent_hashes, from_payload, location_payload, to_payload
+from retrieval.payload import DENSE, SPARSE, consistent_hashes, from_payload, location_payload, relevance, to_payload
 from retrieval.store_errors import StoreError
 
 CURRENT = "CURRENT"
@@ -169,21 +169,24 @@ class EdgeStore:
             else None
         )
         if mode == "dense" or (mode == "hybrid" and sparse_query is None):
-            request = qe.QueryRequest(limit=limit, query=dense_query, with_payload=True)
+            request = qe.QueryRequest(limit=limit, query=dense_query, with_payload=True, with_vector=[DENSE])
         elif mode == "sparse":
             if sparse_query is None:
                 return []
-            request = qe.QueryRequest(limit=limit, query=sparse_query, with_payload=True)
+            request = qe.QueryRequest(
+                limit=limit, query=sparse_query, with_payload=True, with_vector=[DENSE] if dense is not None else None
+            )
         else:
             request = qe.QueryRequest(
                 limit=limit,
                 query=qe.Fusion.Rrf(k=rrf_k, weights=list(weights)),
                 prefetches=[qe.Prefetch(limit=prefetch, query=dense_query), qe.Prefetch(limit=prefetch, query=sparse_query)],
                 with_payload=True,
+                with_vector=[DENSE] if dense is not None else None,
             )
         with self._reading() as shard:
             points = await asyncio.to_thread(shard.query, request)
-        return [Hit(from_payload(p.id, p.payload), float(p.score)) for p in points]
+        return [Hit(from_payload(p.id, p.payload), float(p.score), relevance(dense, p.vector)) for p in points]
 
     async def count(self) -> int:
         with self._reading() as shard:

@@ -14,7 +14,7 @@ from typing import Any
 from qdrant_client import AsyncQdrantClient, models
 
 from bot.models import Chunk, Hit, SearchMode, SparseVector
-from retrieval.payload import DENSE, SPARSE, consistent_hashes, from_payload, location_payload, to_payload
+from retrieval.payload import DENSE, SPARSE, consistent_hashes, from_payload, location_payload, relevance, to_payload
 from retrieval.store_errors import StoreError
 
 
@@ -162,8 +162,10 @@ class QdrantClientStore:
                 ],
                 "query": models.RrfQuery(rrf=models.Rrf(k=rrf_k, weights=list(weights))),
             }
-        response = await self._client.query_points(self.alias, limit=limit, with_payload=True, **kwargs)
-        return [Hit(from_payload(p.id, p.payload), float(p.score)) for p in response.points]
+        response = await self._client.query_points(
+            self.alias, limit=limit, with_payload=True, with_vectors=[DENSE] if dense is not None else False, **kwargs
+        )
+        return [Hit(from_payload(p.id, p.payload), float(p.score), relevance(dense, p.vector)) for p in response.points]
 
     async def count(self) -> int:
         return (await self._client.count(self.collection, exact=True)).count

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval.chunking import chunk_document, embedding_text, estimate_tokens
+from bot.tokens import estimate_tokens
+from retrieval.chunking import chunk_document, embedding_text
 from retrieval.loaders import Document, Section, load
 
 PROSE = " ".join(f"Sentence number {i} talks about saving money every month." for i in range(60))

@@ -74,10 +74,21 @@ async def test_engines_agree(tmp_path: Path, embedder: Any) -> None:
             hits = await store.search(
                 await embedder.embed_query("paying debts"), ENCODER.encode_query("paying debts"), mode, limit=5, prefetch=10
             )
-            found[mode] = [(h.chunk.id, round(h.score, 3)) for h in hits]
+            # ties (equal fused scores) may come in either order
+            found[mode] = sorted(
+                (-round(h.score, 3), h.chunk.id, None if h.relevance is None else round(h.relevance, 3)) for h in hits
+            )
         results.append(found)
         await store.close()
     assert results[0] == results[1]
+
+
+async def test_hits_carry_cosine_relevance(store: Any, embedder: Any) -> None:
+    query = await embedder.embed_query("emergency fund")
+    dense_hits = await store.search(query, ENCODER.encode_query("emergency fund"), "dense", limit=5, prefetch=10)
+    assert [round(h.relevance, 4) for h in dense_hits] == [round(h.score, 4) for h in dense_hits]
+    sparse_hits = await store.search(None, ENCODER.encode_query("emergency fund"), "sparse", limit=5, prefetch=10)
+    assert sparse_hits and all(h.relevance is None for h in sparse_hits)
 
 
 async def test_payload_round_trip_and_bookkeeping(store: Any) -> None:

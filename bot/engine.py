@@ -1,0 +1,264 @@
+"""The advisor engine: one message in, a stream of reply events out. Knows no platform.
+
+memory -> (trim) -> query rewrite -> hybrid retrieval -> prompt -> streamed answer ->
+citations -> memory. One answer at a time per conversation; rate limits per user and
+per conversation; with no model configured it answers honestly from the passages alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
+from typing import Any
+
+from bot import prompts
+from bot.memory import SqliteMemory, Turn
+from bot.models import Citations, Final, Hit, IncomingMessage, Notice, ReplyEvent, TextDelta, Usage
+from bot.ports import ChatModel, ModelError, Retriever
+from bot.pricing import cost_usd
+from bot.ratelimit import ConversationLocks, TokenBucket
+from bot.tokens import estimate_tokens
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NOT_IN_KNOWLEDGE_BASE = "I couldn't find this in my knowledge base, so this is general guidance rather than a sourced answer.\n\n"
+MODEL_TROUBLE = {
+    "rate_limited": "I'm getting more requests than my language model allows right now.",
+    "quota": "I can't use my language model right now (an admin has been alerted).",
+    "auth": "I can't use my language model right now (an admin has been alerted).",
+    "context_length": "Our conversation got too long for my language model.",
+    "bad_request": "My language model couldn't take that request.",
+}
+RETENTION_SWEEP_SECONDS = 3600.0
+
+
+def fallback_rewrite(history: list[tuple[str, str]], latest: str) -> str:
+    """Without a model: a short follow-up is searched together with the previous question."""
+    previous = next((content for role, content in reversed(history) if role == "user"), "")
+    if previous and len(latest.split()) <= 12:
+        return f"{previous} {latest}"
+    return latest
+
+
+class Engine:
+    """`answer()` is all an adapter needs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        retriever: Retriever,
+        memory: SqliteMemory,
+        model: ChatModel | None = None,
+        count_tokens: Callable[[str], int] = estimate_tokens,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.retriever = retriever
+        self.memory = memory
+        self.model = model
+        self.count_tokens = count_tokens
+        self.clock = clock
+        self.user_limit = TokenBucket(settings.limits.user_per_minute)
+        self.conversation_limit = TokenBucket(settings.limits.conversation_per_minute)
+        self.locks = ConversationLocks()
+        self._last_sweep = 0.0
+
+    @property
+    def mode(self) -> str:
+        return "model" if self.model is not None else "offline"
+
+    async def forget(self, conversation: str) -> int:
+        return await self.memory.forget(conversation)
+
+    async def answer(self, message: IncomingMessage) -> AsyncIterator[ReplyEvent]:
+        """Reply events for one message: deltas, notices, citations, then exactly one Final."""
+        text = message.text.strip()
+        limit = self.settings.limits.max_message_chars
+        if not text:
+            yield Final("Ask me a question and I'll do my best to help.", (), "rejected")
+            return
+        if len(text) > limit:
+            yield Final(
+                f"Your message is {len(text):,} characters long; I can read up to {limit:,}. "
+                "Could you shorten it, or send it in parts?",
+                (),
+                "rejected",
+            )
+            return
+        key = str(message.conversation)
+        wait = max(
+            self.user_limit.try_take(f"{message.platform}:{message.workspace}:{message.author}"),
+            self.conversation_limit.try_take(key),
+        )
+        if wait > 0:
+            notice = Notice("rate_limited", f"Please wait about {max(1, round(wait))} seconds.")
+            yield notice
+            yield Final(
+                f"You're sending messages faster than I can answer them well. "
+                f"Please try again in about {max(1, round(wait))} seconds.",
+                (),
+                "limited",
+                notices=(notice,),
+            )
+            return
+        async with self.locks.hold(key):
+            async for event in self._answer_in_turn(key, message, text):
+                yield event
+
+    async def _sweep_retention(self) -> None:
+        now = self.clock()
+        if now - self._last_sweep >= RETENTION_SWEEP_SECONDS:
+            self._last_sweep = now
+            removed = await self.memory.purge_older_than(self.settings.memory.retention_days * 86400, now=now)
+            if removed:
+                log.info("retention: deleted %d turns older than %d days", removed, self.settings.memory.retention_days)
+
+    async def _load_history(self, key: str, notices: list[Notice], usage: list[Usage]) -> list[tuple[str, str]]:
+        kept, overflow = await self.memory.fit(key, self.settings.memory.history_tokens)
+        history = [(turn.role, turn.content) for turn in kept]
+        if not overflow:
+            return history
+        summary = None
+        if self.model is not None:
+            try:
+                previous = [(t.role, t.content) for t in overflow]
+                summary, spent = await self.model.complete(prompts.summary_messages(previous), max_tokens=200)
+                usage.append(spent)
+            except ModelError as exc:
+                log.warning("could not summarise old turns (%s); dropping them", exc.kind)
+        if summary:
+            await self.memory.summarise(key, overflow, summary)
+            history = [("summary", summary), *[(t.role, t.content) for t in kept if t.role != "summary"]]
+        else:
+            await self.memory.drop(key, overflow)
+        notices.append(Notice("trimmed", prompts.trimmed_note(summarised=bool(summary))))
+        return history
+
+    async def _search_query(self, history: list[tuple[str, str]], text: str, usage: list[Usage]) -> str:
+        if not history:
+            return text
+        if self.model is None:
+            return fallback_rewrite(history, text)
+        try:
+            query, spent = await self.model.complete(prompts.rewrite_messages(history, text), max_tokens=64)
+            usage.append(spent)
+            return " ".join(query.split()) or text
+        except ModelError as exc:
+            log.warning("query rewrite failed (%s); using the fallback", exc.kind)
+            return fallback_rewrite(history, text)
+
+    async def _retrieve(self, query: str) -> tuple[list[Hit], Notice | None]:
+        """Relevant hits, or none and a notice when the store is down."""
+        try:
+            hits = await self.retriever.search(query)
+        except Exception:  # a store outage must not stop the answer
+            log.exception("retrieval failed; answering without the knowledge base")
+            return [], Notice("search_unavailable", "My knowledge base can't be searched right now.")
+        floor = self.settings.retrieval.min_relevance
+        return [hit for hit in hits if hit.relevance is None or hit.relevance >= floor], None
+
+    async def _answer_in_turn(self, key: str, message: IncomingMessage, text: str) -> AsyncIterator[ReplyEvent]:
+        await self._sweep_retention()
+        notices: list[Notice] = []
+        usage: list[Usage] = []
+        history = await self._load_history(key, notices, usage)
+        await self.memory.add(key, "user", text, {"author": message.author, "message_id": message.message_id})
+        for notice in notices:
+            yield notice
+        query = await self._search_query(history, text, usage)
+        hits, outage = await self._retrieve(query)
+        if outage is not None:
+            notices.append(outage)
+            yield outage
+
+        if self.model is None:
+            async for event in self._offline(key, hits, query, notices):
+                yield event
+            return
+
+        parts: list[str] = []
+        if not hits:
+            parts.append(NOT_IN_KNOWLEDGE_BASE)
+            yield TextDelta(NOT_IN_KNOWLEDGE_BASE)
+        messages = prompts.build_messages(self.settings.core.persona, history, hits, text)
+        error: ModelError | None = None
+        for attempt in range(2):
+            try:
+                async for piece in self.model.stream(messages):
+                    if isinstance(piece, Usage):
+                        usage.append(piece)
+                    else:
+                        parts.append(piece)
+                        yield TextDelta(piece)
+                error = None
+                break
+            except ModelError as exc:
+                error = exc
+                if exc.kind == "context_length" and attempt == 0 and history:
+                    history = history[len(history) // 2 + 1 :]
+                    messages = prompts.build_messages(self.settings.core.persona, history, hits, text)
+                    notice = Notice("trimmed", prompts.trimmed_note(summarised=False))
+                    notices.append(notice)
+                    yield notice
+                    continue
+                break
+        total = sum(usage, Usage())
+        if error is not None:
+            async for event in self._model_failed(error, parts, hits, total, notices):
+                yield event
+            return
+        answer = "".join(parts)
+        citations = prompts.cited(answer, hits)
+        if citations:
+            yield Citations(citations)
+        cost = cost_usd(self.model.name, total, self.settings)
+        turn = await self.memory.add(
+            key,
+            "assistant",
+            answer,
+            {
+                "mode": "model",
+                "query": query,
+                "sources": [asdict(c) for c in citations],
+                "usage": {"prompt_tokens": total.prompt_tokens, "completion_tokens": total.completion_tokens},
+                "cost_usd": cost,
+            },
+        )
+        yield Final(answer, citations, "model", total, cost, tuple(notices), turn.id)
+
+    async def _offline(self, key: str, hits: list[Hit], query: str, notices: list[Notice]) -> AsyncIterator[ReplyEvent]:
+        answer = prompts.offline_answer(hits)
+        yield TextDelta(answer)
+        citations = tuple(prompts.citation(n, hit) for n, hit in enumerate(hits, start=1))
+        if citations:
+            yield Citations(citations)
+        turn = await self.memory.add(
+            key, "assistant", answer, {"mode": "offline", "query": query, "sources": [asdict(c) for c in citations]}
+        )
+        yield Final(answer, citations, "offline", Usage(), None, tuple(notices), turn.id)
+
+    async def _model_failed(
+        self, error: ModelError, parts: list[str], hits: list[Hit], usage: Usage, notices: list[Notice]
+    ) -> AsyncIterator[ReplyEvent]:
+        """A short, clear message; the user's turn stays in memory, the failed reply does not."""
+        if error.kind == "interrupted":
+            tail = "\n\n(My answer was cut off because my language model stopped responding. Please ask again.)"
+            yield TextDelta(tail)
+            yield Final("".join(parts) + tail, (), "error", usage, None, tuple(notices))
+            return
+        lead = MODEL_TROUBLE.get(error.kind, "I couldn't reach my language model just now.")
+        text = f"{lead} Please try again in a little while."
+        citations: tuple[Any, ...] = ()
+        if hits:
+            text += "\n\nMeanwhile, here is what my knowledge base says:\n" + prompts.quote_passages(hits)
+            citations = tuple(prompts.citation(n, hit) for n, hit in enumerate(hits, start=1))
+        yield TextDelta(text)
+        if citations:
+            yield Citations(citations)
+        yield Final(text, citations, "error", usage, None, tuple(notices))
+
+
+__all__ = ["Engine", "Turn", "fallback_rewrite"]

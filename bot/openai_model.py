@@ -1,0 +1,161 @@
+"""The chat model over the official `openai` async client; any OpenAI-compatible base URL works.
+
+Retries are ours, not the client's (it is built with `max_retries=0`): 429
+`rate_limit_exceeded`, 5xx, timeouts and dropped connections are retried with backoff
+that honours Retry-After, within a bounded total, and only before the first token (a
+retry after that would repeat text the user already saw). `insufficient_quota` fails
+at once, `context_length_exceeded` is reported so the engine can trim and try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+
+from bot.models import Usage
+from bot.ports import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def _retry_after(exc: Exception) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def classify(exc: Exception) -> ModelError:
+    """Map a client exception to the engine's error kinds (messages never carry secrets)."""
+    if isinstance(exc, ModelError):
+        return exc
+    code = getattr(exc, "code", None)
+    if isinstance(exc, openai.RateLimitError):
+        if code == "insufficient_quota":
+            return ModelError("quota", "the model provider's quota is used up")
+        return ModelError("rate_limited", "the model provider is rate limiting us", _retry_after(exc))
+    if isinstance(exc, openai.BadRequestError):
+        if code == "context_length_exceeded":
+            return ModelError("context_length", "the conversation is too long for the model")
+        return ModelError("bad_request", f"the model rejected the request ({code or 'bad request'})")
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return ModelError("auth", "the model provider rejected our credentials")
+    if isinstance(exc, openai.NotFoundError):
+        return ModelError("bad_request", "the configured model was not found")
+    if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError):
+        return ModelError("unavailable", "the model did not answer in time")
+    if isinstance(exc, openai.InternalServerError | openai.APIConnectionError):
+        return ModelError("unavailable", "the model provider is unavailable", _retry_after(exc))
+    if isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
+        return ModelError("unavailable", "the model provider is unavailable", _retry_after(exc))
+    return ModelError("unavailable", f"the model call failed ({type(exc).__name__})")
+
+
+RETRYABLE = {"rate_limited", "unavailable"}
+
+
+class OpenAIChatModel:
+    """`ChatModel` port: streamed and one-shot chat completions with bounded retries."""
+
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        model: str,
+        timeout: float = 30.0,
+        retry_budget: float = 20.0,
+        max_attempts: int = 4,
+        base_delay: float = 0.5,
+    ) -> None:
+        self._client = client
+        self.name = model
+        self.timeout = timeout
+        self.retry_budget = retry_budget
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+
+    async def _wait_before_retry(self, error: ModelError, attempt: int, deadline: float) -> bool:
+        """Sleep before the next attempt; False when the error or the budget says stop."""
+        if error.kind not in RETRYABLE or attempt >= self.max_attempts:
+            return False
+        delay = error.retry_after
+        if delay is None:
+            delay = self.base_delay * 2 ** (attempt - 1) * (0.5 + random.random())
+        if time.monotonic() + delay > deadline:
+            return False
+        log.warning("model call failed (%s), retrying in %.1f s (attempt %d)", error.kind, delay, attempt + 1)
+        await asyncio.sleep(delay)
+        return True
+
+    def _log_fatal(self, error: ModelError) -> None:
+        if error.kind in {"quota", "auth"}:
+            log.error("model %s unusable: %s; an admin must fix the account or key", self.name, error)
+
+    async def stream(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> AsyncIterator[str | Usage]:
+        """Yield text pieces as they arrive, then the Usage (when the server reports it)."""
+        deadline = time.monotonic() + self.retry_budget
+        attempt = 0
+        while True:
+            attempt += 1
+            emitted = False
+            try:
+                kwargs: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
+                response = await self._client.chat.completions.create(
+                    model=self.name,
+                    messages=messages,  # type: ignore[arg-type]
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    timeout=self.timeout,
+                    **kwargs,
+                )
+                async for chunk in response:
+                    if chunk.usage is not None:
+                        yield Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            emitted = True
+                            yield choice.delta.content
+                return
+            except Exception as exc:  # classified below; cancellation is not an Exception
+                error = classify(exc)
+                if emitted:
+                    raise ModelError("interrupted", "the model stopped in the middle of the answer") from exc
+                if not await self._wait_before_retry(error, attempt, deadline):
+                    self._log_fatal(error)
+                    raise error from exc
+
+    async def complete(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> tuple[str, Usage]:
+        """One non-streamed answer (query rewriting, summaries), with the same retries."""
+        deadline = time.monotonic() + self.retry_budget
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                kwargs: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
+                response = await self._client.chat.completions.create(
+                    model=self.name, messages=messages, timeout=self.timeout, **kwargs  # type: ignore[arg-type]
+                )
+                text = response.choices[0].message.content or "" if response.choices else ""
+                usage = response.usage
+                return text, Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage()
+            except Exception as exc:
+                error = classify(exc)
+                if not await self._wait_before_retry(error, attempt, deadline):
+                    self._log_fatal(error)
+                    raise error from exc
+
+
+def build_chat_model(api_key: str | None, base_url: str | None, model: str, timeout: float) -> OpenAIChatModel:
+    client = openai.AsyncOpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=0)
+    return OpenAIChatModel(client, model, timeout=timeout)
