@@ -59,6 +59,7 @@ class VectorStore(Protocol):
         prefetch: int,
         weights: tuple[float, float] = (1.0, 1.0),
         rrf_k: int = 60,
+        fusion: str = "rrf",
     ) -> list[Hit]: ...
 
     async def count(self) -> int: ...

@@ -124,7 +124,10 @@ class RetrievalSettings(_Group):
     prefix: ClassVar[str] = "ADVISOR_RETRIEVAL_"
     mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
     top_k: int = Field(5, ge=1, le=100)
-    prefetch: int = Field(40, ge=1, le=1000, description="candidates each half hands to fusion")
+    fusion: Literal["dbsf", "rrf"] = Field(
+        "dbsf", description="dbsf (distribution-based score fusion) or rrf (weighted reciprocal rank fusion)"
+    )
+    prefetch: int = Field(200, ge=1, le=1000, description="candidates each half hands to fusion")
     rrf_k: int = Field(60, ge=1)
     dense_weight: float = Field(1.0, ge=0)
     sparse_weight: float = Field(1.0, ge=0)

@@ -30,4 +30,5 @@ class HybridRetriever:
             prefetch=self.settings.prefetch,
             weights=(self.settings.dense_weight, self.settings.sparse_weight),
             rrf_k=self.settings.rrf_k,
+            fusion=self.settings.fusion,
         )

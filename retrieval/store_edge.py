@@ -161,6 +161,7 @@ class EdgeStore:
         prefetch: int,
         weights: tuple[float, float] = (1.0, 1.0),
         rrf_k: int = 60,
+        fusion: str = "rrf",
     ) -> list[Hit]:
         dense_query = qe.Query.Nearest(list(dense), using=DENSE) if dense is not None else None
         sparse_query = (
@@ -179,7 +180,7 @@ class EdgeStore:
         else:
             request = qe.QueryRequest(
                 limit=limit,
-                query=qe.Fusion.Rrf(k=rrf_k, weights=list(weights)),
+                query=qe.Fusion.Dbsf() if fusion == "dbsf" else qe.Fusion.Rrf(k=rrf_k, weights=list(weights)),
                 prefetches=[qe.Prefetch(limit=prefetch, query=dense_query), qe.Prefetch(limit=prefetch, query=sparse_query)],
                 with_payload=True,
                 with_vector=[DENSE] if dense is not None else None,

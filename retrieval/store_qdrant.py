@@ -141,6 +141,7 @@ class QdrantClientStore:
         prefetch: int,
         weights: tuple[float, float] = (1.0, 1.0),
         rrf_k: int = 60,
+        fusion: str = "rrf",
     ) -> list[Hit]:
         sparse_query = (
             models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
@@ -160,7 +161,9 @@ class QdrantClientStore:
                     models.Prefetch(query=list(dense or []), using=DENSE, limit=prefetch),
                     models.Prefetch(query=sparse_query, using=SPARSE, limit=prefetch),
                 ],
-                "query": models.RrfQuery(rrf=models.Rrf(k=rrf_k, weights=list(weights))),
+                "query": models.FusionQuery(fusion=models.Fusion.DBSF)
+                if fusion == "dbsf"
+                else models.RrfQuery(rrf=models.Rrf(k=rrf_k, weights=list(weights))),
             }
         response = await self._client.query_points(
             self.alias, limit=limit, with_payload=True, with_vectors=[DENSE] if dense is not None else False, **kwargs
