@@ -143,7 +143,8 @@ def _print_hits(hits: list[Any], as_json: bool) -> None:
         where = f" > {chunk.location}" if chunk.location else ""
         snippet = " ".join(chunk.text.split())
         print(f"{rank}. [{hit.score:.4f}] {chunk.title}{where}")
-        print(f"   {chunk.source} (chars {chunk.start}-{chunk.end})")
+        span = "" if {"row", "page"} & set(chunk.extra) else f" (chars {chunk.start}-{chunk.end})"
+        print(f"   {chunk.source}{span}")
         print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
 
 
