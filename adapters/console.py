@@ -29,9 +29,9 @@ def format_sources(citations: tuple[Citation, ...]) -> str:
 class ConsoleChat:
     """Feeds lines to the engine and prints the streamed replies."""
 
-    def __init__(self, engine: Any, out: TextIO = sys.stdout, user: str | None = None, conversation: str = "default") -> None:
+    def __init__(self, engine: Any, out: TextIO | None = None, user: str | None = None, conversation: str = "default") -> None:
         self.engine = engine
-        self.out = out
+        self.out = out or sys.stdout
         self.user = user or getpass.getuser()
         self.conversation = conversation
         self.last_sources: tuple[Citation, ...] = ()
