@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true")
 
+    run_parser = commands.add_parser("run", help="run the bot on a platform")
+    platforms = run_parser.add_subparsers(dest="platform", required=True)
+    slack = platforms.add_parser("slack", help="Slack: Socket Mode with SLACK_APP_TOKEN, else HTTP")
+    slack.add_argument("--http", action="store_true", help="serve the Events API over HTTP even if an app token is set")
+    slack.add_argument("--port", type=int, default=None, help="HTTP port (default ADVISOR_SLACK_PORT)")
+
     evaluate = commands.add_parser("eval", help="evaluations").add_subparsers(dest="action", required=True)
     retrieval = evaluate.add_parser("retrieval", help="retrieval quality on BEIR-layout files")
     retrieval.add_argument("--corpus", type=Path, required=True)
@@ -231,6 +237,36 @@ async def cmd_ask(settings: Settings, question: str, as_json: bool) -> int:
     return 0 if final.mode in {"model", "offline"} else 1
 
 
+async def cmd_run_slack(settings: Settings, http: bool, port: int | None) -> int:
+    from aiohttp import web
+
+    from adapters.slack import SlackAdapter
+    from bot.wiring import build_services
+
+    slack = settings.slack
+    socket_mode = bool(slack.app_token) and not http
+    missing = [] if slack.bot_token else ["SLACK_BOT_TOKEN"]
+    if not socket_mode and not slack.signing_secret:
+        missing.append("SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode)")
+    if missing:
+        raise UsageError(f"Slack is not configured: set {' and '.join(missing)}")
+    services = await build_services(settings)
+    adapter = SlackAdapter(services.engine, services.admin, settings)
+    try:
+        if socket_mode:
+            log.info("Slack Socket Mode starting (%s mode)", services.engine.mode)
+            await adapter.run_socket_mode(slack.app_token.get_secret_value())  # type: ignore[union-attr]
+        else:
+            runner = web.AppRunner(adapter.web_app())
+            await runner.setup()
+            await web.TCPSite(runner, "0.0.0.0", port or slack.port).start()
+            log.info("Slack HTTP mode on port %s, POST /slack/events (%s mode)", port or slack.port, services.engine.mode)
+            await asyncio.Event().wait()
+    finally:
+        await services.close()
+    return 0
+
+
 async def cmd_eval_retrieval(settings: Settings, args: argparse.Namespace) -> int:
     from retrieval.embedders import build_embedder
     from retrieval.evaluate import evaluate
@@ -278,6 +314,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return await cmd_chat(settings)
     if args.command == "ask":
         return await cmd_ask(settings, args.question, args.json)
+    if args.command == "run":
+        return await cmd_run_slack(settings, args.http, args.port)
     if args.command == "eval":
         return await cmd_eval_retrieval(settings, args)
     raise UsageError(f"unknown command {args.command}")

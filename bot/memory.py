@@ -192,6 +192,18 @@ class SqliteMemory:
         )
         return None if row is None else _turn(row)
 
+    async def conversations_of(self, prefix: str, author: str) -> list[str]:
+        """Conversations whose key starts with `prefix` in which `author` wrote (for /forget)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = await self._run(
+            lambda conn: conn.execute(
+                "SELECT DISTINCT conversation FROM turns WHERE conversation LIKE ? ESCAPE '\\' "
+                "AND role = 'user' AND json_extract(meta, '$.author') = ?",
+                (escaped + "%", author),
+            ).fetchall()
+        )
+        return sorted(row[0] for row in rows)
+
     async def conversations(self) -> int:
         """How many conversations have at least one turn."""
         return await self._run(lambda conn: conn.execute("SELECT COUNT(DISTINCT conversation) FROM turns").fetchone()[0])

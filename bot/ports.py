@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from bot.models import Chunk, Hit, SearchMode, SparseVector, Usage
@@ -93,3 +94,16 @@ class ChatModel(Protocol):
         ...
 
     async def complete(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> tuple[str, Usage]: ...
+
+
+class IndexReport(Protocol):
+    files_indexed: int
+    chunks_embedded: int
+
+    def summary(self) -> str: ...
+
+
+class Indexer(Protocol):
+    """Ingestion as the admin commands need it."""
+
+    async def run(self, paths: Sequence[Path], full: bool = False, progress: Callable[[str, int], None] | None = None) -> IndexReport: ...

@@ -47,3 +47,28 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None) 
         model = build_chat_model(key, settings.openai.base_url, settings.openai.chat_model, settings.openai.timeout_seconds)
     memory = SqliteMemory(settings.data_dir / "memory.sqlite3")
     return Engine(settings, stack.retriever, memory, model)
+
+
+@dataclass
+class Services:
+    """Everything a platform adapter needs, built once at start-up."""
+
+    stack: RetrievalStack
+    engine: Any
+    admin: Any
+
+    async def close(self) -> None:
+        await self.engine.memory.close()
+        await self.stack.close()
+
+
+async def build_services(settings: Settings) -> Services:
+    from bot.admin import Admin
+    from retrieval.ingest import Ingestor
+
+    stack = await build_retrieval(settings)
+    engine = await build_engine(settings, stack)
+    indexer = Ingestor(
+        stack.store, stack.embedder, stack.sparse, settings.retrieval.chunk_tokens, settings.retrieval.chunk_overlap
+    )
+    return Services(stack, engine, Admin(engine, indexer, stack.store, settings.core.knowledge_paths))

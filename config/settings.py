@@ -49,7 +49,11 @@ class _Group(BaseSettings):
 
 class CoreSettings(_Group):
     prefix: ClassVar[str] = "ADVISOR_"
+    _split = field_validator("knowledge_paths", mode="before")(_split_commas)
     data_dir: Path = Field(Path("data"), description="where the index, memory and state live")
+    knowledge_paths: CommaList = Field(
+        default_factory=list, description="files and folders an admin reindex reads (comma-separated)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     persona: str = Field(
         "You are advisor, a professional and personable advisor. You give practical, "
@@ -159,6 +163,7 @@ class SlackSettings(_Group):
         None, validation_alias=_known("SLACK_SIGNING_SECRET", "ADVISOR_SLACK_SIGNING_SECRET")
     )
     port: int = Field(3000, ge=1, le=65535, description="HTTP mode listening port")
+    follow_threads: bool = Field(True, description="answer replies in a thread the bot answered, without a mention")
     bot_allowlist: CommaList = Field(default_factory=list, description="bot ids the bot answers")
 
     _split = field_validator("bot_allowlist", mode="before")(_split_commas)

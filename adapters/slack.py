@@ -1,0 +1,334 @@
+"""Slack adapter on slack-bolt (async): events, the /advisor command, feedback buttons.
+
+Rules: a mention in a channel is answered in a thread under it; a DM is answered in the
+DM (in its thread if the user wrote in one); a reply in a thread the bot answered
+continues it without a mention. Bolt acks every request at once and the work runs
+after; each message (channel + ts) is answered once, whatever the retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack_format import FEEDBACK_DOWN, FEEDBACK_UP, answer_messages, preview, sources_text
+from bot.admin import Admin, AdminError
+from bot.dedupe import Deduper
+from bot.models import Final, IncomingMessage, Notice, TextDelta
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+USER_SUBTYPES = {None, "file_share", "thread_broadcast"}
+UPDATE_INTERVAL = 1.0  # seconds between edits of one channel's messages (chat.update is Tier 3)
+PLACEHOLDER = "_Thinking…_"
+HELP = (
+    "*/advisor* commands:\n"
+    "• `ask <question>`: an answer only you can see\n"
+    "• `forget`: forget our conversations in this channel\n"
+    "• `status`: index size, model, uptime, version\n"
+    "• `reindex [path]`: rebuild the knowledge base (admins)\n"
+    "• `help`: this message\n"
+    "Mention me in a channel or message me directly to talk."
+)
+
+
+def skip_reason(event: dict[str, Any], bot_user_id: str | None, bot_id: str | None, allowlist: list[str]) -> str | None:
+    """Why a message event gets no answer, or None when it should be answered."""
+    subtype = event.get("subtype")
+    if event.get("hidden"):
+        return "hidden event"
+    if subtype not in USER_SUBTYPES:
+        return f"subtype {subtype}"
+    if (bot_user_id and event.get("user") == bot_user_id) or (bot_id and event.get("bot_id") == bot_id):
+        return "the bot's own message"
+    if (event.get("bot_id") or event.get("bot_profile")) and event.get("bot_id") not in allowlist:
+        return "message from another bot"
+    if not event.get("user") and not event.get("bot_id"):
+        return "no author"
+    return None
+
+
+class ChannelPacer:
+    """Spaces out posts and edits per channel so streaming stays inside Slack's limits."""
+
+    def __init__(self, interval: float = UPDATE_INTERVAL) -> None:
+        self.interval = interval
+        self._next: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def wait(self, channel: str) -> None:
+        lock = self._locks.setdefault(channel, asyncio.Lock())
+        async with lock:
+            delay = self._next.get(channel, 0.0) - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._next[channel] = time.monotonic() + self.interval
+
+    def ready(self, channel: str) -> bool:
+        return time.monotonic() >= self._next.get(channel, 0.0)
+
+
+def build_client(token: str, base_url: str | None = None) -> AsyncWebClient:
+    """A Web API client that honours 429 Retry-After on every call."""
+    kwargs = {"base_url": base_url} if base_url else {}
+    return AsyncWebClient(token=token, retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3)], **kwargs)
+
+
+class SlackAdapter:
+    """One bolt app for both transports (HTTP Events API and Socket Mode)."""
+
+    def __init__(
+        self,
+        engine: Any,
+        admin: Admin,
+        settings: Settings,
+        client: AsyncWebClient | None = None,
+        bot_user_id: str | None = None,
+        update_interval: float = UPDATE_INTERVAL,
+    ) -> None:
+        slack = settings.slack
+        token = slack.bot_token.get_secret_value() if slack.bot_token else ""
+        self.engine = engine
+        self.admin = admin
+        self.settings = settings
+        self.client = client or build_client(token)
+        self.dedupe = Deduper()
+        self.pacer = ChannelPacer(update_interval)
+        self.follow_threads = slack.follow_threads
+        self.allowlist = slack.bot_allowlist
+        kwargs: dict[str, Any] = {}
+        if bot_user_id:  # known already (simulation, tests): no auth.test round trip
+            kwargs["authorize"] = self._fixed_authorize(token, bot_user_id)
+        else:
+            kwargs["token"] = token
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=slack.signing_secret.get_secret_value() if slack.signing_secret else None,
+            process_before_response=False,
+            raise_error_for_unhandled_request=False,
+            **kwargs,
+        )
+        self._register()
+
+    @staticmethod
+    def _fixed_authorize(token: str, bot_user_id: str) -> Callable[..., Awaitable[AuthorizeResult]]:
+        async def authorize(enterprise_id: str | None, team_id: str | None, **_: Any) -> AuthorizeResult:
+            return AuthorizeResult(
+                enterprise_id=enterprise_id, team_id=team_id, bot_user_id=bot_user_id, bot_id=None, bot_token=token
+            )
+
+        return authorize
+
+    def _register(self) -> None:
+        app = self.app
+        app.event("app_mention")(self._on_mention)
+        app.event("message")(self._on_message)
+        app.command("/advisor")(self._on_command)
+        app.action(FEEDBACK_UP)(self._on_feedback)
+        app.action(FEEDBACK_DOWN)(self._on_feedback)
+        app.error(self._on_error)
+
+    async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
+        log.error("slack handler failed for %s: %s", body.get("type", "request"), error, exc_info=error)
+
+    # -- events -------------------------------------------------------------
+
+    async def _on_mention(self, event: dict[str, Any], context: Any, body: dict[str, Any]) -> None:
+        if reason := skip_reason(event, context.bot_user_id, context.bot_id, self.allowlist):
+            log.debug("ignored app_mention: %s", reason)
+            return
+        thread_ts = event.get("thread_ts") or event["ts"]
+        await self._answer(event, body, thread_ts, context.bot_user_id)
+
+    async def _on_message(self, event: dict[str, Any], context: Any, body: dict[str, Any]) -> None:
+        if reason := skip_reason(event, context.bot_user_id, context.bot_id, self.allowlist):
+            log.debug("ignored message: %s", reason)
+            return
+        if event.get("channel_type") == "im":
+            await self._answer(event, body, event.get("thread_ts"), context.bot_user_id)
+            return
+        thread_ts = event.get("thread_ts")
+        mentioned = context.bot_user_id and f"<@{context.bot_user_id}>" in (event.get("text") or "")
+        if not thread_ts or mentioned or not self.follow_threads:
+            return  # mentions arrive as app_mention; plain channel chatter is not for the bot
+        key = self._conversation(body, event, thread_ts)
+        if any(turn.role == "assistant" for turn in await self.engine.memory.history(str(key.conversation))):
+            await self._answer(event, body, thread_ts, context.bot_user_id)
+
+    def _conversation(self, body: dict[str, Any], event: dict[str, Any], thread_ts: str | None) -> IncomingMessage:
+        channel = event["channel"]
+        return IncomingMessage(
+            platform="slack",
+            workspace=body.get("team_id") or event.get("team") or "",
+            channel=channel,
+            thread=thread_ts or channel,
+            author=event.get("user") or event.get("bot_id") or "",
+            text=event.get("text") or "",
+            sent_at=float(event.get("ts") or time.time()),
+            message_id=event.get("ts") or "",
+        )
+
+    async def _answer(self, event: dict[str, Any], body: dict[str, Any], thread_ts: str | None, bot_user_id: str | None) -> None:
+        channel, ts = event["channel"], event["ts"]
+        key = f"{channel}:{ts}"
+        if not self.dedupe.claim(key):
+            log.info("duplicate delivery of %s ignored (event %s)", key, body.get("event_id"))
+            return
+        message = self._conversation(body, event, thread_ts)
+        text = re.sub(rf"<@{re.escape(bot_user_id)}>\s*", "", message.text).strip() if bot_user_id else message.text
+        message = IncomingMessage(**{**message.__dict__, "text": text})
+        try:
+            await self._stream(message, channel, thread_ts)
+        except SlackApiError as exc:
+            self.dedupe.release(key)  # nothing (or not all) reached Slack: a retry may try again
+            log.error("posting the answer to %s failed: %s", channel, exc.response.get("error"))
+
+    async def _stream(self, message: IncomingMessage, channel: str, thread_ts: str | None) -> None:
+        await self.pacer.wait(channel)
+        posted = await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=PLACEHOLDER)
+        message_ts = posted["ts"]
+        streamed = ""
+        final: Final | None = None
+        notices: list[Notice] = []
+        async for event in self.engine.answer(message):
+            if isinstance(event, TextDelta):
+                streamed += event.text
+                if self.pacer.ready(channel):
+                    await self.pacer.wait(channel)
+                    await self.client.chat_update(channel=channel, ts=message_ts, text=preview(streamed))
+            elif isinstance(event, Notice) and event.kind == "trimmed":
+                notices.append(event)
+            elif isinstance(event, Final):
+                final = event
+        assert final is not None
+        text = "\n\n".join([*(f"_{n.text}_" for n in notices), final.text]) if notices else final.text
+        messages = answer_messages(text, final.citations, final.turn_id)
+        for index, (fallback, blocks) in enumerate(messages):
+            await self.pacer.wait(channel)
+            if index == 0:
+                await self.client.chat_update(channel=channel, ts=message_ts, text=fallback, blocks=blocks)
+            else:
+                await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=fallback, blocks=blocks)
+
+    # -- /advisor -----------------------------------------------------------
+
+    async def _is_admin(self, user_id: str) -> bool:
+        if user_id in self.settings.admins.slack_user_ids:
+            return True
+        try:
+            user = (await self.client.users_info(user=user_id))["user"]
+        except SlackApiError as exc:
+            log.warning("users.info failed for an admin check: %s", exc.response.get("error"))
+            return False
+        return bool(user.get("is_admin") or user.get("is_owner"))
+
+    async def _on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
+        verb, _, rest = (command.get("text") or "").strip().partition(" ")
+        verb = verb.lower()
+        user, channel = command.get("user_id", ""), command.get("channel_id", "")
+        team = command.get("team_id", "")
+        if verb == "ask" and rest.strip():
+            await ack(response_type="ephemeral", text=PLACEHOLDER)
+            message = IncomingMessage("slack", team, channel, f"slash-{user}", user, rest.strip(), time.time())
+            final = [e async for e in self.engine.answer(message) if isinstance(e, Final)][0]
+            parts = answer_messages(final.text, final.citations, None)
+            for fallback, blocks in parts:
+                await respond(response_type="ephemeral", text=fallback, blocks=blocks)
+        elif verb == "status":
+            status = await self.admin.status()
+            await ack(response_type="ephemeral", text="\n".join(f"*{k.replace('_', ' ')}*: {v}" for k, v in status.items()))
+        elif verb == "forget":
+            removed = await self._forget(team, channel, user)
+            await ack(response_type="ephemeral", text=f"Done: I forgot our conversations here ({removed} messages).")
+        elif verb == "reindex":
+            await self._reindex(ack, respond, user, rest.strip() or None)
+        else:
+            await ack(response_type="ephemeral", text=HELP)
+
+    async def _forget(self, team: str, channel: str, user: str) -> int:
+        prefix = f"slack:{team}:{channel}:"
+        removed = 0
+        for conversation in await self.engine.memory.conversations_of(prefix, user):
+            removed += await self.engine.forget(conversation)
+        return removed
+
+    async def _reindex(self, ack: Any, respond: Any, user: str, path: str | None) -> None:
+        if not await self._is_admin(user):
+            await ack(response_type="ephemeral", text="Sorry, only workspace admins can reindex the knowledge base.")
+            return
+        if self.admin.reindexing:
+            await ack(response_type="ephemeral", text="A reindex is already running; I'll post here when it's done.")
+            return
+        try:
+            self.admin.resolve(path)
+        except AdminError as exc:
+            await ack(response_type="ephemeral", text=str(exc))
+            return
+        await ack(response_type="ephemeral", text="Reindexing the knowledge base… I'll post progress here.")
+        progress = {"files": 0, "last": time.monotonic()}
+        pending: list[asyncio.Task[Any]] = []
+
+        def on_progress(kind: str, count: int) -> None:
+            if kind == "file":
+                progress["files"] += count
+            if time.monotonic() - progress["last"] >= 5:
+                progress["last"] = time.monotonic()
+                pending.append(asyncio.create_task(respond(response_type="ephemeral", text=f"…{progress['files']} files read")))
+
+        try:
+            report = await self.admin.reindex(path, on_progress)
+        except AdminError as exc:
+            await respond(response_type="ephemeral", text=str(exc))
+            return
+        await asyncio.gather(*pending, return_exceptions=True)
+        await respond(response_type="ephemeral", text=f"Reindex finished.\n```{report.summary()}```")
+
+    # -- feedback -----------------------------------------------------------
+
+    async def _on_feedback(self, ack: Any, body: dict[str, Any], respond: Any) -> None:
+        await ack()
+        action = (body.get("actions") or [{}])[0]
+        value = 1 if action.get("action_id") == FEEDBACK_UP else -1
+        try:
+            stored = await self.engine.memory.set_feedback(int(action.get("value", "")), value)
+        except ValueError:
+            stored = False
+        text = "Thanks for the feedback." if stored else "Sorry, I couldn't find that answer any more."
+        await respond(response_type="ephemeral", replace_original=False, text=text)
+
+    # -- transports ---------------------------------------------------------
+
+    def web_app(self) -> web.Application:
+        """HTTP mode: events, slash commands and interactivity all at /slack/events."""
+
+        async def events(request: web.Request) -> web.Response:
+            return await to_aiohttp_response(await self.app.async_dispatch(await to_bolt_request(request)))
+
+        async def health(_: web.Request) -> web.Response:
+            return web.json_response({"ok": True})
+
+        application = web.Application(client_max_size=1024 * 1024)
+        application.router.add_post("/slack/events", events)
+        application.router.add_get("/healthz", health)
+        return application
+
+    async def run_socket_mode(self, app_token: str) -> None:
+        from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+        await AsyncSocketModeHandler(self.app, app_token, web_client=self.client).start_async()
+
+
+__all__ = ["SlackAdapter", "build_client", "skip_reason", "sources_text"]

@@ -1,0 +1,80 @@
+"""What admins can do from any platform: reindex (one at a time) and status.
+
+Permission checks belong to the adapters (each platform knows its admins); this module
+keeps the rules that hold everywhere: one reindex at a time, only configured paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from bot.ports import IndexReport, Indexer
+
+
+class AdminError(Exception):
+    """A refused admin request; the message is safe to show the admin."""
+
+
+def advisor_version() -> str:
+    try:
+        return version("advisor")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Admin:
+    def __init__(self, engine: Any, indexer: Indexer | None, store: Any, knowledge_paths: list[str]) -> None:
+        self.engine = engine
+        self.indexer = indexer
+        self.store = store
+        self.roots = [Path(p).expanduser().resolve() for p in knowledge_paths]
+        self.started = time.time()
+        self._reindexing = asyncio.Lock()
+
+    @property
+    def reindexing(self) -> bool:
+        return self._reindexing.locked()
+
+    def resolve(self, path: str | None) -> list[Path]:
+        """The paths to index: the configured ones, or one inside them (never elsewhere on the server)."""
+        if not self.roots:
+            raise AdminError("No knowledge paths are configured (set ADVISOR_KNOWLEDGE_PATHS).")
+        if not path:
+            return self.roots
+        wanted = Path(path).expanduser()
+        candidates = [wanted.resolve()] if wanted.is_absolute() else [(root / wanted).resolve() for root in self.roots]
+        for candidate in candidates:
+            if any(candidate == root or root in candidate.parents for root in self.roots) and candidate.exists():
+                return [candidate]
+        raise AdminError(f"'{path}' is not inside the configured knowledge paths.")
+
+    async def reindex(self, path: str | None, progress: Callable[[str, int], None] | None = None) -> IndexReport:
+        """A full rebuild switched in at the end; a second request while one runs is refused."""
+        if self.indexer is None:
+            raise AdminError("Reindexing is not available in this process.")
+        paths = self.resolve(path)
+        if self._reindexing.locked():
+            raise AdminError("A reindex is already running; wait for it to finish.")
+        async with self._reindexing:
+            return await self.indexer.run(paths, full=True, progress=progress)
+
+    async def status(self) -> dict[str, Any]:
+        uptime = int(time.time() - self.started)
+        try:
+            passages: int | str = await self.store.count()
+        except Exception:  # the status command reports a broken store instead of failing
+            passages = "unavailable"
+        model = getattr(self.engine.model, "name", None)
+        return {
+            "version": advisor_version(),
+            "mode": self.engine.mode,
+            "model": model or "none (offline mode)",
+            "indexed_passages": passages,
+            "reindexing": self.reindexing,
+            "uptime": f"{uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s",
+        }
