@@ -20,3 +20,4 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/retrieval.py
+	$(VENV)/bin/python bench/engine.py
