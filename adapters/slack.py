@@ -50,12 +50,13 @@ def skip_reason(event: dict[str, Any], bot_user_id: str | None, bot_id: str | No
     subtype = event.get("subtype")
     if event.get("hidden"):
         return "hidden event"
-    if subtype not in USER_SUBTYPES:
-        return f"subtype {subtype}"
     if (bot_user_id and event.get("user") == bot_user_id) or (bot_id and event.get("bot_id") == bot_id):
         return "the bot's own message"
-    if (event.get("bot_id") or event.get("bot_profile")) and event.get("bot_id") not in allowlist:
+    from_bot = bool(event.get("bot_id") or event.get("bot_profile") or subtype == "bot_message")
+    if from_bot and event.get("bot_id") not in allowlist:
         return "message from another bot"
+    if subtype not in USER_SUBTYPES and not (from_bot and subtype == "bot_message"):
+        return f"subtype {subtype}"
     if not event.get("user") and not event.get("bot_id"):
         return "no author"
     return None
@@ -110,10 +111,8 @@ class SlackAdapter:
         self.follow_threads = slack.follow_threads
         self.allowlist = slack.bot_allowlist
         kwargs: dict[str, Any] = {}
-        if bot_user_id:  # known already (simulation, tests): no auth.test round trip
+        if bot_user_id:  # known already (simulation): no auth.test round trip
             kwargs["authorize"] = self._fixed_authorize(token, bot_user_id)
-        else:
-            kwargs["token"] = token
         self.app = AsyncApp(
             client=self.client,
             signing_secret=slack.signing_secret.get_secret_value() if slack.signing_secret else None,
@@ -315,6 +314,9 @@ class SlackAdapter:
         """HTTP mode: events, slash commands and interactivity all at /slack/events."""
 
         async def events(request: web.Request) -> web.Response:
+            timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+            if not timestamp.isdigit() or not request.headers.get("X-Slack-Signature"):
+                return web.json_response({"error": "missing or malformed Slack signature headers"}, status=401)
             return await to_aiohttp_response(await self.app.async_dispatch(await to_bolt_request(request)))
 
         async def health(_: web.Request) -> web.Response:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from retrieval.ingest import Ingestor
+from retrieval.retriever import HybridRetriever
+from retrieval.sparse import Bm25Encoder
+from retrieval.store_edge import EdgeStore
 
 from config.settings import GROUPS, Settings, load_settings
 from retrieval.embedders import OnnxMiniLMEmbedder
@@ -36,6 +42,35 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
 @pytest.fixture
 def settings() -> Settings:
     return load_settings(None)
+
+
+GUIDES = {
+    "fund.md": "# Emergency fund\n\nAn emergency fund should cover three to six months of essential expenses. "
+    "Keep it in an easy-access savings account.\n",
+    "debt.md": "# Paying off debt\n\nThe avalanche method pays the debt with the highest interest rate first; "
+    "it saves the most money.\n",
+    "score.md": "# Credit scores\n\nPaying every bill on time is the biggest factor in a credit score.\n",
+}
+
+
+@pytest.fixture
+def kb_dir(tmp_path: Path) -> Path:
+    """A small knowledge base of three guides."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, text in GUIDES.items():
+        (kb / name).write_text(text)
+    return kb
+
+
+@pytest.fixture
+async def retriever(tmp_path: Path, kb_dir: Path, embedder: Any) -> AsyncIterator[HybridRetriever]:
+    """The guides indexed in embedded Qdrant, behind the hybrid retriever."""
+    kb = kb_dir
+    store = EdgeStore.open(tmp_path / "index", "kb", embedder.dim)
+    await Ingestor(store, embedder, Bm25Encoder()).run([kb])
+    yield HybridRetriever(store, embedder, Bm25Encoder(), load_settings(None).retrieval)
+    await store.close()
 
 
 def minimal_pdf(pages: list[str]) -> bytes:

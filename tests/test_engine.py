@@ -19,32 +19,9 @@ from bot.memory import SqliteMemory
 from bot.models import Citations, Final, IncomingMessage, Notice, ReplyEvent, TextDelta
 from bot.openai_model import OpenAIChatModel
 from config.settings import Settings, load_settings
-from retrieval.ingest import Ingestor
 from retrieval.retriever import HybridRetriever
 from retrieval.sparse import Bm25Encoder
-from retrieval.store_edge import EdgeStore
 from retrieval.store_qdrant import QdrantClientStore
-
-GUIDES = {
-    "fund.md": "# Emergency fund\n\nAn emergency fund should cover three to six months of essential expenses. "
-    "Keep it in an easy-access savings account.\n",
-    "debt.md": "# Paying off debt\n\nThe avalanche method pays the debt with the highest interest rate first; "
-    "it saves the most money.\n",
-    "score.md": "# Credit scores\n\nPaying every bill on time is the biggest factor in a credit score.\n",
-}
-
-
-@pytest.fixture
-async def retriever(tmp_path: Path, embedder: Any) -> AsyncIterator[HybridRetriever]:
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    for name, text in GUIDES.items():
-        (kb / name).write_text(text)
-    store = EdgeStore.open(tmp_path / "index", "kb", embedder.dim)
-    await Ingestor(store, embedder, Bm25Encoder()).run([kb])
-    yield HybridRetriever(store, embedder, Bm25Encoder(), load_settings(None).retrieval)
-    await store.close()
-
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpenAI]:

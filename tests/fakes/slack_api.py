@@ -1,0 +1,632 @@
+"""A fake Slack Web API and Socket Mode endpoint for tests: an aiohttp app the real `slack_sdk` clients talk to.
+
+It answers the Web API methods the advisor's Slack adapter uses with the bodies Slack documents
+(docs.slack.dev/reference/methods/*), keeps the messages the bot posts so `conversations.replies`
+can return a thread, mints `response_url`s that point back at it, and plays the server side of
+Socket Mode (hello, envelopes, acks). Faults can be injected per method. Everything is in memory.
+
+    async with FakeSlack() as slack:
+        client = AsyncWebClient(token="xoxb-test", base_url=slack.base_url)
+        await client.chat_postMessage(channel="C1", text="hi", thread_ts=ts)
+        ack = await slack.send_socket_envelope(socket_envelope(app_mention("hello")))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self, get_args
+
+from aiohttp import WSMsgType, web
+
+from tests.fakes.slack_payloads import API_APP_ID, TEAM_DOMAIN, new_ts
+
+Json = dict[str, Any]
+FaultKind = Literal["rate_limited", "error", "server_error"]
+
+TEXT_LIMIT = 40_000  # chat.postMessage: longer text is refused with msg_too_long
+MAX_BLOCKS = 50  # Block Kit: blocks per message
+SECTION_TEXT_LIMIT = 3_000
+SECTION_FIELDS_LIMIT = 10
+SECTION_FIELD_TEXT_LIMIT = 2_000
+HEADER_TEXT_LIMIT = 150
+MARKDOWN_BLOCK_LIMIT = 12_000
+RESPONSE_URL_USES = 5  # a response_url takes up to 5 posts (within 30 minutes)
+
+# Methods an app-level (xapp-) token may call; every other method refuses it.
+_APP_TOKEN_METHODS = frozenset({"apps.connections.open", "auth.test"})
+
+
+class SlackError(Exception):
+    """A Web API failure answered as HTTP 200 {"ok": false, "error": code}."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class _Fault:
+    method: str
+    kind: str
+    times: int
+    options: dict[str, Any]
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    seconds, _, micros = ts.partition(".")
+    return int(seconds or 0), int(micros or 0)
+
+
+def _json(data: Json, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers={"X-Slack-Req-Id": uuid.uuid4().hex, **(headers or {})})
+
+
+def _maybe_json(value: Any) -> Any:
+    """Form-encoded structured arguments (blocks, attachments, metadata) arrive as JSON strings."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() in ("1", "true"))
+
+
+def _text_of(obj: Any) -> str:
+    return obj.get("text", "") if isinstance(obj, dict) and isinstance(obj.get("text"), str) else ""
+
+
+def validate_blocks(raw: Any) -> list[Json]:
+    """Blocks as Slack would accept them for a message, or SlackError(invalid_blocks[_format])."""
+    blocks = _maybe_json(raw)
+    if not isinstance(blocks, list):
+        raise SlackError("invalid_blocks_format")
+    if len(blocks) > MAX_BLOCKS:
+        raise SlackError("invalid_blocks")
+    for block in blocks:
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise SlackError("invalid_blocks")
+        kind = block["type"]
+        if kind == "section":
+            fields = block.get("fields") or []
+            if "text" not in block and not fields:
+                raise SlackError("invalid_blocks")
+            if len(_text_of(block.get("text"))) > SECTION_TEXT_LIMIT or len(fields) > SECTION_FIELDS_LIMIT:
+                raise SlackError("invalid_blocks")
+            if any(len(_text_of(f)) > SECTION_FIELD_TEXT_LIMIT for f in fields):
+                raise SlackError("invalid_blocks")
+        too_long = {
+            "header": lambda b: len(_text_of(b.get("text"))) > HEADER_TEXT_LIMIT,
+            "markdown": lambda b: len(str(b.get("text", ""))) > MARKDOWN_BLOCK_LIMIT,
+        }
+        if kind in too_long and too_long[kind](block):
+            raise SlackError("invalid_blocks")
+    return blocks
+
+
+class FakeSlack:
+    """Async context manager serving a fake Slack Web API and Socket Mode on 127.0.0.1 (a free port)."""
+
+    def __init__(
+        self, *, bot_user_id: str = "UBOT", bot_id: str = "BBOT", team_id: str = "T1", app_id: str = API_APP_ID
+    ) -> None:
+        self.bot_user_id, self.bot_id, self.team_id, self.app_id = bot_user_id, bot_id, team_id, app_id
+        self.team_name = "Fake Team"
+        self.bot_name = "advisor"
+        self.base_url = ""  # "http://127.0.0.1:PORT/api/" (slack_sdk urljoin()s the method onto it)
+        self.root = ""  # "http://127.0.0.1:PORT"
+        self.ws_url = ""  # "ws://127.0.0.1:PORT/link/"; apps.connections.open adds ?ticket=...&app_id=...
+        self.calls: list[Json] = []
+        self.admins: set[str] = set()  # users.info reports is_admin for these ids
+        self.owners: set[str] = set()  # ... is_owner (and is_admin) for these
+        self.socket_messages: list[Json] = []  # every JSON frame the Socket Mode client sent
+        self.socket_acks: list[Json] = []  # the frames that carried an envelope_id
+        self.socket_sent: list[Json] = []  # every frame this server pushed (hello, envelopes, ...)
+        self.socket_connections = 0  # websocket connections accepted so far
+        self._channels: dict[str, dict[str, Json]] = {}  # channel -> ts -> message
+        self._faults: list[_Fault] = []
+        self._response_urls: dict[str, int] = {}  # id -> posts so far
+        self._tickets: set[str] = set()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._socket_changed: asyncio.Condition | None = None
+        self._ack_waiters: dict[str, asyncio.Future[Json]] = {}
+        self._runner: web.AppRunner | None = None
+        self._methods = {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "chat.postEphemeral": self._post_ephemeral,
+            "chat.delete": self._delete,
+            "conversations.replies": self._replies,
+            "users.info": self._users_info,
+            "reactions.add": self._reactions_add,
+            "apps.connections.open": self._connections_open,
+        }
+
+    async def __aenter__(self) -> Self:
+        self._socket_changed = asyncio.Condition()
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/response/{id}", self._response_url_post)
+        app.router.add_get("/link/", self._websocket)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        port = self._runner.addresses[0][1]
+        self.root = f"http://127.0.0.1:{port}"
+        self.base_url = f"{self.root}/api/"
+        self.ws_url = f"ws://127.0.0.1:{port}/link/"
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        for waiter in self._ack_waiters.values():
+            waiter.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ----- test controls ---------------------------------------------------------------------------
+
+    def calls_to(self, method: str) -> list[Json]:
+        """The recorded calls to one Web API method ("response_url" for posts to minted response URLs)."""
+        return [call for call in self.calls if call["method"] == method]
+
+    def fail_next(self, method: str, kind: FaultKind, times: int = 1, **kw: Any) -> None:
+        """Fault the next `times` calls to `method` (a Web API method name, or "response_url").
+
+        kind "rate_limited": HTTP 429, Retry-After (kw retry_after, default 1 s; sent as whole seconds,
+        rounded up, because slack_sdk int()s the header), body {"ok": false, "error": "ratelimited"};
+        "error": HTTP 200 {"ok": false, "error": kw error}; "server_error": HTTP 500
+        {"ok": false, "error": "internal_error"}.
+        """
+        allowed = {"rate_limited": {"retry_after"}, "error": {"error"}, "server_error": set()}
+        if kind not in get_args(FaultKind):
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {list(get_args(FaultKind))}")
+        if set(kw) - allowed[kind]:
+            raise ValueError(f"fault {kind!r} takes {sorted(allowed[kind])}, not {sorted(kw)}")
+        if kind == "error" and not isinstance(kw.get("error"), str):
+            raise ValueError("kind 'error' needs error='<slack error code>'")
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        self._faults.append(_Fault(method, kind, times, kw))
+
+    def response_url(self) -> str:
+        """A fresh response_url pointing at this server; posts to it land in `calls` as method "response_url"."""
+        if not self.root:
+            raise RuntimeError("enter the FakeSlack context first")
+        url_id = f"{self.team_id}-{len(self._response_urls) + 1}-{uuid.uuid4().hex[:24]}"
+        self._response_urls[url_id] = 0
+        return f"{self.root}/response/{url_id}"
+
+    def add_message(self, channel: str, message: Json) -> Json:
+        """Store a message as if someone posted it (e.g. the user's mention that starts a thread).
+
+        `message` needs a "ts"; pass an event_callback body's ["event"] straight in.
+        """
+        if not isinstance(message.get("ts"), str):
+            raise TypeError("message needs a string 'ts'")
+        stored = {key: value for key, value in copy.deepcopy(message).items() if key not in ("channel", "event_ts")}
+        stored.setdefault("type", "message")
+        if stored["type"] == "app_mention":
+            stored["type"] = "message"
+        self._channels.setdefault(channel, {})[stored["ts"]] = stored
+        return copy.deepcopy(stored)
+
+    def thread(self, channel: str, thread_ts: str) -> list[Json]:
+        """The thread's messages (parent first, then replies by ts), as conversations.replies returns them."""
+        stored = self._channels.get(channel, {})
+        parent = stored.get(thread_ts)
+        replies = sorted(
+            (m for ts, m in stored.items() if ts != thread_ts and m.get("thread_ts") == thread_ts),
+            key=lambda m: _ts_key(m["ts"]),
+        )
+        out: list[Json] = []
+        if parent is not None:
+            head = copy.deepcopy(parent)
+            if replies:
+                users = list(dict.fromkeys(m.get("user", "") for m in replies if m.get("user")))
+                head.update(
+                    thread_ts=thread_ts,
+                    reply_count=len(replies),
+                    reply_users_count=len(users),
+                    latest_reply=replies[-1]["ts"],
+                    reply_users=users,
+                    is_locked=False,
+                    subscribed=False,
+                )
+            out.append(head)
+        for reply in replies:
+            item = copy.deepcopy(reply)
+            if parent is not None and parent.get("user"):
+                item.setdefault("parent_user_id", parent["user"])
+            out.append(item)
+        return out
+
+    @property
+    def socket_connected(self) -> bool:
+        return any(not ws.closed for ws in self._sockets)
+
+    async def wait_for_socket(self, timeout: float = 3.0) -> None:
+        """Wait until a Socket Mode client is connected (TimeoutError if none within `timeout`)."""
+        assert self._socket_changed is not None, "enter the FakeSlack context first"
+        async with self._socket_changed:
+            await asyncio.wait_for(self._socket_changed.wait_for(lambda: self.socket_connected), timeout)
+
+    async def send_socket_message(self, message: Json, timeout: float = 3.0) -> None:
+        """Push any frame to the newest Socket Mode connection.
+
+        E.g. {"type": "disconnect", "reason": "refresh_requested"}, after which slack_sdk reconnects.
+        """
+        try:
+            await self.wait_for_socket(timeout)
+        except TimeoutError:
+            raise RuntimeError(f"no Socket Mode client connected within {timeout} s") from None
+        ws = [ws for ws in self._sockets if not ws.closed][-1]
+        self.socket_sent.append(copy.deepcopy(message))
+        await ws.send_str(json.dumps(message))
+
+    async def send_socket_envelope(self, envelope: Json, timeout: float = 3.0) -> Json | None:
+        """Push an envelope to the Socket Mode client and return its ack ({"envelope_id", "payload"?}).
+
+        None if no ack arrives within `timeout` s; RuntimeError if no client connects within it. An
+        envelope_id is added if missing.
+        """
+        envelope = dict(envelope)
+        envelope.setdefault("envelope_id", str(uuid.uuid4()))
+        envelope_id = envelope["envelope_id"]
+        waiter: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
+        self._ack_waiters[envelope_id] = waiter
+        try:
+            await self.send_socket_message(envelope, timeout)
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._ack_waiters.pop(envelope_id, None)
+
+    # ----- Web API plumbing ------------------------------------------------------------------------
+
+    async def _record(self, request: web.Request, method: str, **extra: Any) -> Json:
+        """Parse query + form or JSON body into one args dict and record the call."""
+        args: Json = dict(request.query)
+        if request.content_type == "application/json":
+            try:
+                body = json.loads(await request.read() or b"{}")
+            except ValueError:
+                body = None
+            if isinstance(body, dict):
+                args.update(body)
+            else:
+                extra["invalid_json"] = True
+        elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            form = await request.post()
+            args.update({key: value for key, value in form.items() if isinstance(value, str)})
+        call = {
+            "method": method,
+            "args": args,
+            "headers": {key.lower(): value for key, value in request.headers.items()},
+            "at": time.monotonic(),
+            **extra,
+        }
+        self.calls.append(call)
+        return call
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        for fault in self._faults:
+            if fault.method == method:
+                fault.times -= 1
+                if fault.times == 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    @staticmethod
+    def _fault_response(fault: _Fault) -> web.Response:
+        if fault.kind == "rate_limited":
+            seconds = max(0, math.ceil(float(fault.options.get("retry_after", 1))))
+            return _json({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(seconds)})
+        if fault.kind == "error":
+            return _json({"ok": False, "error": fault.options["error"]})
+        return _json({"ok": False, "error": "internal_error"}, status=500)
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        call = await self._record(request, method)
+        if method not in self._methods:
+            return _json({"ok": False, "error": "unknown_method", "req_method": method})
+        fault = self._take_fault(method)
+        if fault is not None:
+            return self._fault_response(fault)
+        try:
+            if call.get("invalid_json"):
+                raise SlackError("invalid_json")
+            token = self._authorise(method, request, call["args"])
+            return _json(self._methods[method](call["args"], token))
+        except SlackError as error:
+            return _json({"ok": False, "error": error.code})
+
+    @staticmethod
+    def _authorise(method: str, request: web.Request, args: Json) -> str:
+        """The caller's token, checked the way Slack does: Bearer header (or a token argument)."""
+        header = request.headers.get("Authorization", "")
+        token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else ""
+        if not token:
+            if method == "apps.connections.open" and args.get("token"):
+                raise SlackError("invalid_auth")  # this method takes its token in the header only
+            token = str(args.get("token") or "")
+        if not token:
+            raise SlackError("not_authed")
+        if not token.startswith(("xoxb-", "xoxp-", "xapp-")):
+            raise SlackError("invalid_auth")
+        is_app_token = token.startswith("xapp-")
+        if method == "apps.connections.open" and not is_app_token:
+            raise SlackError("not_allowed_token_type")
+        if is_app_token and method not in _APP_TOKEN_METHODS:
+            raise SlackError("not_allowed_token_type")
+        return token
+
+    # ----- Web API methods -------------------------------------------------------------------------
+
+    @staticmethod
+    def _required(args: Json, name: str, error: str = "invalid_arguments") -> str:
+        value = args.get(name)
+        if not isinstance(value, str) or not value:
+            raise SlackError(error)
+        return value
+
+    def _auth_test(self, args: Json, token: str) -> Json:
+        return {
+            "ok": True,
+            "url": f"https://{TEAM_DOMAIN}.slack.com/",
+            "team": self.team_name,
+            "user": self.bot_name,
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _bot_profile(self) -> Json:
+        return {
+            "id": self.bot_id,
+            "app_id": self.app_id,
+            "name": self.bot_name,
+            "icons": {"image_36": "https://a.slack-edge.com/80588/img/plugins/app/bot_36.png"},
+            "deleted": False,
+            "updated": 1700000000,
+            "team_id": self.team_id,
+        }
+
+    def _content(self, args: Json) -> Json:
+        """text / blocks / attachments of a chat.* call, validated like Slack does."""
+        text = args.get("text")
+        blocks = args.get("blocks")
+        attachments = _maybe_json(args.get("attachments"))
+        content: Json = {}
+        if text is not None:
+            if not isinstance(text, str):
+                raise SlackError("invalid_arguments")
+            if len(text) > TEXT_LIMIT:
+                raise SlackError("msg_too_long")
+            content["text"] = text
+        if blocks is not None:
+            content["blocks"] = validate_blocks(blocks)
+        if attachments:
+            content["attachments"] = attachments
+        if not content.get("text") and not content.get("blocks") and not content.get("attachments"):
+            raise SlackError("no_text")
+        content.setdefault("text", "")
+        return content
+
+    def _post_message(self, args: Json, token: str) -> Json:
+        channel = self._required(args, "channel", "channel_not_found")
+        message: Json = {
+            "user": self.bot_user_id,
+            "type": "message",
+            "ts": new_ts(),
+            "bot_id": self.bot_id,
+            "app_id": self.app_id,
+            **self._content(args),
+            "team": self.team_id,
+            "bot_profile": self._bot_profile(),
+        }
+        thread_ts = args.get("thread_ts")
+        if isinstance(thread_ts, str) and thread_ts:
+            message["thread_ts"] = thread_ts
+            parent = self._channels.get(channel, {}).get(thread_ts)
+            if parent is not None and parent.get("user"):
+                message["parent_user_id"] = parent["user"]
+            if _truthy(args.get("reply_broadcast")):
+                message["subtype"] = "thread_broadcast"
+        if args.get("metadata") is not None:
+            message["metadata"] = _maybe_json(args["metadata"])
+        self._channels.setdefault(channel, {})[message["ts"]] = message
+        return {"ok": True, "channel": channel, "ts": message["ts"], "message": copy.deepcopy(message)}
+
+    def _own_message(self, args: Json, forbidden: str) -> tuple[str, Json]:
+        channel = self._required(args, "channel", "channel_not_found")
+        ts = self._required(args, "ts", "message_not_found")
+        message = self._channels.get(channel, {}).get(ts)
+        if message is None:
+            raise SlackError("message_not_found")
+        if message.get("user") != self.bot_user_id and message.get("bot_id") != self.bot_id:
+            raise SlackError(forbidden)
+        return channel, message
+
+    def _update(self, args: Json, token: str) -> Json:
+        channel, message = self._own_message(args, "cant_update_message")
+        if args.get("text") is None and args.get("blocks") is None and args.get("attachments") is None:
+            raise SlackError("no_text")
+        content = self._content({"text": message.get("text", ""), **args})
+        if args.get("blocks") is None:
+            content.pop("blocks", None)
+        message.update(content)
+        message["edited"] = {"user": self.bot_user_id, "ts": new_ts()}
+        body = {key: value for key, value in copy.deepcopy(message).items() if key != "ts"}
+        return {"ok": True, "channel": channel, "ts": message["ts"], "text": message["text"], "message": body}
+
+    def _post_ephemeral(self, args: Json, token: str) -> Json:
+        self._required(args, "channel", "channel_not_found")
+        self._required(args, "user", "user_not_found")
+        self._content(args)
+        return {"ok": True, "message_ts": new_ts()}
+
+    def _delete(self, args: Json, token: str) -> Json:
+        channel, message = self._own_message(args, "cant_delete_message")
+        del self._channels[channel][message["ts"]]
+        return {"ok": True, "channel": channel, "ts": message["ts"]}
+
+    def _replies(self, args: Json, token: str) -> Json:
+        channel = self._required(args, "channel", "channel_not_found")
+        ts = self._required(args, "ts", "thread_not_found")
+        messages = self.thread(channel, ts)
+        if not messages:
+            raise SlackError("thread_not_found")
+        limit = int(args.get("limit") or 1000)
+        if limit < 1:
+            raise SlackError("invalid_limit")
+        start = 0
+        if args.get("cursor"):
+            try:
+                start = int(base64.b64decode(str(args["cursor"])).decode().removeprefix("offset:"))
+            except ValueError as error:
+                raise SlackError("invalid_cursor") from error
+        page = messages[start : start + limit]
+        has_more = start + limit < len(messages)
+        cursor = base64.b64encode(f"offset:{start + limit}".encode()).decode() if has_more else ""
+        return {"ok": True, "messages": page, "has_more": has_more, "response_metadata": {"next_cursor": cursor}}
+
+    def _users_info(self, args: Json, token: str) -> Json:
+        user = self._required(args, "user", "user_not_found")
+        if not user.startswith(("U", "W")):
+            raise SlackError("user_not_found")
+        is_bot = user == self.bot_user_id
+        name = self.bot_name if is_bot else user.lower()
+        return {
+            "ok": True,
+            "user": {
+                "id": user,
+                "team_id": self.team_id,
+                "name": name,
+                "deleted": False,
+                "color": "9f69e7",
+                "real_name": name,
+                "tz": "Europe/London",
+                "tz_label": "Greenwich Mean Time",
+                "tz_offset": 0,
+                "profile": {
+                    "real_name": name,
+                    "display_name": name,
+                    "real_name_normalized": name,
+                    "display_name_normalized": name,
+                    "team": self.team_id,
+                    **({"bot_id": self.bot_id, "api_app_id": self.app_id} if is_bot else {}),
+                },
+                "is_admin": user in self.admins or user in self.owners,
+                "is_owner": user in self.owners,
+                "is_primary_owner": False,
+                "is_restricted": False,
+                "is_ultra_restricted": False,
+                "is_bot": is_bot,
+                "is_app_user": False,
+                "updated": 1700000000,
+                "is_email_confirmed": not is_bot,
+                "who_can_share_contact_card": "EVERYONE",
+            },
+        }
+
+    def _reactions_add(self, args: Json, token: str) -> Json:
+        channel = self._required(args, "channel", "channel_not_found")
+        name = self._required(args, "name", "invalid_name").strip(":")
+        timestamp = self._required(args, "timestamp", "message_not_found")
+        message = self._channels.get(channel, {}).get(timestamp)
+        if message is not None:  # unknown messages (never posted nor added) are accepted as-is
+            reactions = message.setdefault("reactions", [])
+            reaction = next((r for r in reactions if r["name"] == name), None)
+            if reaction is None:
+                reaction = {"name": name, "users": [], "count": 0}
+                reactions.append(reaction)
+            if self.bot_user_id in reaction["users"]:
+                raise SlackError("already_reacted")
+            reaction["users"].append(self.bot_user_id)
+            reaction["count"] += 1
+        return {"ok": True}
+
+    def _connections_open(self, args: Json, token: str) -> Json:
+        ticket = uuid.uuid4().hex
+        self._tickets.add(ticket)
+        return {"ok": True, "url": f"{self.ws_url}?ticket={ticket}&app_id={self.app_id}"}
+
+    # ----- response_url ----------------------------------------------------------------------------
+
+    async def _response_url_post(self, request: web.Request) -> web.Response:
+        url_id = request.match_info["id"]
+        await self._record(request, "response_url", url=str(request.url))
+        fault = self._take_fault("response_url")
+        if fault is not None:
+            return self._fault_response(fault)
+        if url_id not in self._response_urls:
+            return web.Response(status=404, text="no_service")
+        if self._response_urls[url_id] >= RESPONSE_URL_USES:
+            return web.Response(status=404, text="used_url")
+        self._response_urls[url_id] += 1
+        return web.Response(text="ok")
+
+    # ----- Socket Mode -----------------------------------------------------------------------------
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("ticket") not in self._tickets:
+            return web.Response(status=401, text="invalid ticket")
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.socket_connections += 1
+        hello = {
+            "type": "hello",
+            "num_connections": sum(not s.closed for s in self._sockets) + 1,
+            "debug_info": {
+                "host": "applink-fake-1",
+                "build_number": 1,
+                "approximate_connection_time": 18060,
+            },
+            "connection_info": {"app_id": self.app_id},
+        }
+        self.socket_sent.append(hello)
+        await ws.send_str(json.dumps(hello))
+        assert self._socket_changed is not None
+        async with self._socket_changed:
+            self._sockets.append(ws)
+            self._socket_changed.notify_all()
+        try:
+            async for frame in ws:
+                if frame.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    message = json.loads(frame.data)
+                except ValueError:
+                    message = {"raw": frame.data}
+                self.socket_messages.append(message)
+                if isinstance(message, dict) and "envelope_id" in message:
+                    self.socket_acks.append(message)
+                    waiter = self._ack_waiters.get(message["envelope_id"])
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(message)
+        finally:
+            async with self._socket_changed:
+                self._sockets.remove(ws)
+                self._socket_changed.notify_all()
+        return ws

@@ -1,0 +1,574 @@
+"""Builders for Slack payloads shaped as Slack documents them, plus request signing.
+
+Events API bodies (event_callback wrapper with authorizations, event_context...) follow the
+examples on docs.slack.dev/reference/events/* (app_mention, message and its subtypes
+bot_message, message_changed, message_deleted, thread_broadcast). Slash commands and
+interactivity bodies are form-encoded exactly as Slack POSTs them to a Request URL (for
+interactivity, a single `payload=<json>` field). `socket_envelope` wraps any of them the way
+Socket Mode delivers them (docs.slack.dev/apis/events-api/using-socket-mode).
+
+    body = slash_command("how do I budget?", response_url=fake.response_url())
+    headers = {"Content-Type": FORM_CONTENT_TYPE, **sign(body, "secret")}
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import re
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+Json = dict[str, Any]
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+API_APP_ID = "AADVISOR"
+VERIFICATION_TOKEN = "fake-verification-token"  # deprecated by Slack but still sent in every body
+TEAM_DOMAIN = "fake-team"
+
+_last_ts = 0
+_counter = itertools.count(1)
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+def new_ts() -> str:
+    """A fresh, strictly increasing Slack message timestamp ("1700000000.000100" style, from the clock).
+
+    Shared by these builders and the fake Web API, so a bot reply always sorts after the message
+    that triggered it.
+    """
+    global _last_ts
+    _last_ts = max(int(time.time() * 1_000_000), _last_ts + 1)
+    return f"{_last_ts // 1_000_000}.{_last_ts % 1_000_000:06d}"
+
+
+def new_event_id() -> str:
+    return "Ev" + uuid.uuid4().hex[:10].upper()
+
+
+def new_trigger_id() -> str:
+    return f"{int(time.time())}{next(_counter):04d}.{int(time.time())}.{uuid.uuid4().hex}"
+
+
+def sign(body: bytes | str, secret: str, timestamp: int | None = None) -> dict[str, str]:
+    """The headers Slack adds to a request: v0 HMAC-SHA256 of f"v0:{timestamp}:{body}" with the signing secret."""
+    raw = body.encode() if isinstance(body, str) else body
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), b"v0:" + ts.encode() + b":" + raw, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": "v0=" + digest}
+
+
+# ----- rich text blocks ------------------------------------------------------------------------------
+
+
+def rich_text_blocks(text: str) -> list[Json]:
+    """The `rich_text` block Slack attaches to a user's message: text runs with <@U...> as user elements."""
+    elements: list[Json] = []
+    position = 0
+    for match in _MENTION.finditer(text):
+        if match.start() > position:
+            elements.append({"type": "text", "text": text[position : match.start()]})
+        elements.append({"type": "user", "user_id": match.group(1)})
+        position = match.end()
+    if position < len(text):
+        elements.append({"type": "text", "text": text[position:]})
+    block_id = base64.b32encode(hashlib.sha1(text.encode()).digest()).decode()[:4]
+    return [
+        {"type": "rich_text", "block_id": block_id, "elements": [{"type": "rich_text_section", "elements": elements}]}
+    ]
+
+
+# ----- Events API ------------------------------------------------------------------------------------
+
+
+def _event_context(team: str, channel: str | None) -> str:
+    raw = json.dumps({"tid": team, "aid": API_APP_ID, "cid": channel}, separators=(",", ":")).encode()
+    return "4-" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def event_callback(
+    event: Json,
+    *,
+    event_id: str | None = None,
+    team: str = "T1",
+    bot_user_id: str = "UBOT",
+    event_time: int | None = None,
+) -> Json:
+    """The outer Events API body that wraps `event` (what Slack POSTs, and the Socket Mode events_api payload)."""
+    ts = event.get("event_ts") or event.get("ts")
+    return {
+        "token": VERIFICATION_TOKEN,
+        "team_id": team,
+        "context_team_id": team,
+        "context_enterprise_id": None,
+        "api_app_id": API_APP_ID,
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or new_event_id(),
+        "event_time": event_time if event_time is not None else int(float(ts) if ts else time.time()),
+        "authorizations": [
+            {
+                "enterprise_id": None,
+                "team_id": team,
+                "user_id": bot_user_id,
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
+        ],
+        "is_ext_shared_channel": False,
+        "event_context": _event_context(team, event.get("channel")),
+    }
+
+
+def _user_message(
+    kind: str,
+    text: str,
+    *,
+    user: str,
+    channel: str,
+    ts: str | None,
+    thread_ts: str | None,
+    team: str,
+    channel_type: str | None,
+    parent_user_id: str | None = None,
+) -> Json:
+    ts = ts or new_ts()
+    event: Json = {
+        "client_msg_id": str(uuid.uuid4()),
+        "type": kind,
+        "text": text,
+        "user": user,
+        "ts": ts,
+        "blocks": rich_text_blocks(text),
+        "team": team,
+    }
+    if thread_ts is not None:
+        event["thread_ts"] = thread_ts
+        if parent_user_id is not None:
+            event["parent_user_id"] = parent_user_id
+    event["channel"] = channel
+    event["event_ts"] = ts
+    if channel_type is not None:
+        event["channel_type"] = channel_type
+    return event
+
+
+def app_mention(
+    text: str,
+    user: str = "U1",
+    channel: str = "C1",
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    event_id: str | None = None,
+    team: str = "T1",
+    bot_user_id: str = "UBOT",
+    parent_user_id: str | None = None,
+) -> Json:
+    """An app_mention event_callback; `text` gets a leading "<@bot_user_id> " unless it already mentions the bot."""
+    if f"<@{bot_user_id}>" not in text:
+        text = f"<@{bot_user_id}> {text}"
+    event = _user_message(
+        "app_mention",
+        text,
+        user=user,
+        channel=channel,
+        ts=ts,
+        thread_ts=thread_ts,
+        team=team,
+        channel_type=None,  # app_mention events carry no channel_type
+        parent_user_id=parent_user_id,
+    )
+    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+
+
+def dm_message(
+    text: str,
+    user: str = "U1",
+    channel: str = "D1",
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    event_id: str | None = None,
+    team: str = "T1",
+    bot_user_id: str = "UBOT",
+    parent_user_id: str | None = None,
+) -> Json:
+    """A message.im event_callback: a user's direct message to the bot (channel_type "im")."""
+    event = _user_message(
+        "message",
+        text,
+        user=user,
+        channel=channel,
+        ts=ts,
+        thread_ts=thread_ts,
+        team=team,
+        channel_type="im",
+        parent_user_id=parent_user_id,
+    )
+    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+
+
+def channel_message(
+    text: str,
+    user: str = "U1",
+    channel: str = "C1",
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    event_id: str | None = None,
+    team: str = "T1",
+    bot_user_id: str = "UBOT",
+    parent_user_id: str | None = None,
+    channel_type: str = "channel",
+) -> Json:
+    """A message.channels event_callback (channel_type "channel"; "group" for private), e.g. a thread reply."""
+    event = _user_message(
+        "message",
+        text,
+        user=user,
+        channel=channel,
+        ts=ts,
+        thread_ts=thread_ts,
+        team=team,
+        channel_type=channel_type,
+        parent_user_id=parent_user_id,
+    )
+    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+
+
+def bot_message(
+    text: str,
+    bot_id: str = "B2",
+    channel: str = "C1",
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    event_id: str | None = None,
+    team: str = "T1",
+    bot_user_id: str = "UBOT",
+    username: str = "otherbot",
+    user: str | None = None,
+    subtype: str | None = "bot_message",
+    channel_type: str = "channel",
+) -> Json:
+    """A message posted by a bot: subtype bot_message with bot_id/username/icons as documented.
+
+    Messages a modern app posts with its bot token also carry `user` (the bot's user id); pass
+    `user=` for those, and `subtype=None` for the no-subtype form.
+    """
+    ts = ts or new_ts()
+    event: Json = {"type": "message"}
+    if subtype is not None:
+        event["subtype"] = subtype
+    event.update({"text": text, "ts": ts, "bot_id": bot_id, "username": username, "icons": {}})
+    if user is not None:
+        event["user"] = user
+    if thread_ts is not None:
+        event["thread_ts"] = thread_ts
+    event.update({"channel": channel, "event_ts": ts, "channel_type": channel_type})
+    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+
+
+def message_changed(
+    text: str,
+    previous_text: str,
+    message_ts: str,
+    user: str = "U1",
+    channel: str = "C1",
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    event_id: str | None = None,
+    team: str = "T1",
+    bot_user_id: str = "UBOT",
+    channel_type: str = "channel",
+) -> Json:
+    """A hidden message_changed event: message `message_ts` was edited from `previous_text` to `text`."""
+    ts = ts or new_ts()
+    message: Json = {
+        "type": "message",
+        "user": user,
+        "text": text,
+        "ts": message_ts,
+        "edited": {"user": user, "ts": ts},
+        "blocks": rich_text_blocks(text),
+        "team": team,
+    }
+    previous: Json = {
+        "type": "message",
+        "user": user,
+        "text": previous_text,
+        "ts": message_ts,
+        "blocks": rich_text_blocks(previous_text),
+        "team": team,
+    }
+    if thread_ts is not None:
+        message["thread_ts"] = previous["thread_ts"] = thread_ts
+    event = {
+        "type": "message",
+        "subtype": "message_changed",
+        "hidden": True,
+        "message": message,
+        "previous_message": previous,
+        "channel": channel,
+        "ts": ts,
+        "event_ts": ts,
+        "channel_type": channel_type,
+    }
+    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+
+
+def message_deleted(
+    deleted_ts: str,
+    previous_text: str | None = None,
+    user: str = "U1",
+    channel: str = "C1",
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    event_id: str | None = None,
+    team: str = "T1",
+    bot_user_id: str = "UBOT",
+    channel_type: str = "channel",
+) -> Json:
+    """A hidden message_deleted event for the message at `deleted_ts` (with previous_message if text given)."""
+    ts = ts or new_ts()
+    event: Json = {
+        "type": "message",
+        "subtype": "message_deleted",
+        "hidden": True,
+        "channel": channel,
+        "ts": ts,
+        "deleted_ts": deleted_ts,
+        "event_ts": ts,
+        "channel_type": channel_type,
+    }
+    if previous_text is not None:
+        previous: Json = {"type": "message", "user": user, "text": previous_text, "ts": deleted_ts, "team": team}
+        if thread_ts is not None:
+            previous["thread_ts"] = thread_ts
+        event["previous_message"] = previous
+    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+
+
+def thread_broadcast(
+    text: str,
+    thread_ts: str,
+    user: str = "U1",
+    channel: str = "C1",
+    ts: str | None = None,
+    event_id: str | None = None,
+    team: str = "T1",
+    bot_user_id: str = "UBOT",
+    root_text: str = "This is the original message",
+    root_user: str = "U1",
+    channel_type: str = "channel",
+) -> Json:
+    """A thread reply also sent to the channel: subtype thread_broadcast with the thread's `root` message."""
+    ts = ts or new_ts()
+    root = {
+        "client_msg_id": str(uuid.uuid4()),
+        "type": "message",
+        "text": root_text,
+        "user": root_user,
+        "ts": thread_ts,
+        "blocks": rich_text_blocks(root_text),
+        "team": team,
+        "thread_ts": thread_ts,
+        "reply_count": 1,
+        "reply_users_count": 1,
+        "latest_reply": ts,
+        "reply_users": [user],
+        "is_locked": False,
+    }
+    event = {
+        "type": "message",
+        "subtype": "thread_broadcast",
+        "text": text,
+        "user": user,
+        "ts": ts,
+        "thread_ts": thread_ts,
+        "root": root,
+        "blocks": rich_text_blocks(text),
+        "client_msg_id": str(uuid.uuid4()),
+        "channel": channel,
+        "event_ts": ts,
+        "channel_type": channel_type,
+    }
+    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+
+
+def url_verification(challenge: str) -> Json:
+    """The handshake Slack sends when a Request URL is saved; the app must echo `challenge`."""
+    return {"token": VERIFICATION_TOKEN, "challenge": challenge, "type": "url_verification"}
+
+
+# ----- slash commands and interactivity ---------------------------------------------------------------
+
+
+def _default_response_url(kind: str, team: str) -> str:
+    return f"https://hooks.slack.com/{kind}/{team}/{next(_counter)}{int(time.time())}/{uuid.uuid4().hex[:24]}"
+
+
+def slash_command(
+    text: str,
+    user: str = "U1",
+    channel: str = "C1",
+    command: str = "/advisor",
+    response_url: str | None = None,
+    trigger_id: str | None = None,
+    team: str = "T1",
+    user_name: str = "user1",
+    channel_name: str = "general",
+) -> bytes:
+    """The form-encoded body Slack POSTs for a slash command (fields and order as Slack sends them)."""
+    fields = {
+        "token": VERIFICATION_TOKEN,
+        "team_id": team,
+        "team_domain": TEAM_DOMAIN,
+        "channel_id": channel,
+        "channel_name": channel_name,
+        "user_id": user,
+        "user_name": user_name,
+        "command": command,
+        "text": text,
+        "api_app_id": API_APP_ID,
+        "is_enterprise_install": "false",
+        "response_url": response_url or _default_response_url("commands", team),
+        "trigger_id": trigger_id or new_trigger_id(),
+    }
+    return urlencode(fields).encode()
+
+
+def block_actions_payload(
+    action_id: str,
+    value: str,
+    user: str = "U1",
+    channel: str = "C1",
+    message_ts: str | None = None,
+    response_url: str | None = None,
+    trigger_id: str | None = None,
+    team: str = "T1",
+    block_id: str = "actions",
+    button_text: str = "Button",
+    message_text: str = "",
+    bot_id: str = "BBOT",
+    bot_user_id: str = "UBOT",
+    thread_ts: str | None = None,
+) -> Json:
+    """The decoded block_actions payload for a button click on a message the bot posted."""
+    message_ts = message_ts or new_ts()
+    message: Json = {
+        "bot_id": bot_id,
+        "type": "message",
+        "text": message_text,
+        "user": bot_user_id,
+        "ts": message_ts,
+        "app_id": API_APP_ID,
+        "team": team,
+        "blocks": [
+            {
+                "type": "actions",
+                "block_id": block_id,
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": action_id,
+                        "text": {"type": "plain_text", "text": button_text, "emoji": True},
+                        "value": value,
+                    }
+                ],
+            }
+        ],
+    }
+    if thread_ts is not None:
+        message["thread_ts"] = thread_ts
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team},
+        "api_app_id": API_APP_ID,
+        "token": VERIFICATION_TOKEN,
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
+        "trigger_id": trigger_id or new_trigger_id(),
+        "team": {"id": team, "domain": TEAM_DOMAIN},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": channel, "name": "general"},
+        "message": message,
+        "state": {"values": {}},
+        "response_url": response_url or _default_response_url("actions", team),
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": block_id,
+                "text": {"type": "plain_text", "text": button_text, "emoji": True},
+                "value": value,
+                "type": "button",
+                "action_ts": new_ts(),
+            }
+        ],
+    }
+
+
+def block_action(
+    action_id: str,
+    value: str,
+    user: str = "U1",
+    channel: str = "C1",
+    message_ts: str | None = None,
+    response_url: str | None = None,
+    trigger_id: str | None = None,
+    **kw: Any,
+) -> bytes:
+    """The form-encoded interactivity body (`payload=<json>`) Slack POSTs for a button click."""
+    payload = block_actions_payload(
+        action_id,
+        value,
+        user=user,
+        channel=channel,
+        message_ts=message_ts,
+        response_url=response_url,
+        trigger_id=trigger_id,
+        **kw,
+    )
+    return urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode()
+
+
+def decode_form(body: bytes) -> Json:
+    """A form body back as a dict: an interactivity body's decoded `payload`, else the slash command fields."""
+    fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
+    if set(fields) == {"payload"}:
+        return json.loads(fields["payload"])
+    return fields
+
+
+# ----- Socket Mode -----------------------------------------------------------------------------------
+
+
+def socket_envelope(
+    payload: Json | bytes,
+    *,
+    envelope_id: str | None = None,
+    retry_attempt: int = 0,
+    retry_reason: str = "",
+) -> Json:
+    """Wrap a body the way Socket Mode delivers it: events_api, slash_commands or interactive.
+
+    `payload` is an event_callback dict (-> "events_api"), or the bytes of `slash_command(...)`
+    (-> "slash_commands", fields as a dict) or of `block_action(...)` (-> "interactive").
+    """
+    envelope_id = envelope_id or str(uuid.uuid4())
+    if isinstance(payload, bytes):
+        decoded = decode_form(payload)
+        kind = "interactive" if "type" in decoded and "command" not in decoded else "slash_commands"
+        return {"envelope_id": envelope_id, "payload": decoded, "type": kind, "accepts_response_payload": True}
+    if payload.get("type") != "event_callback":
+        raise ValueError("a dict payload must be an event_callback body (use the builders here)")
+    return {
+        "envelope_id": envelope_id,
+        "payload": payload,
+        "type": "events_api",
+        "accepts_response_payload": False,
+        "retry_attempt": retry_attempt,
+        "retry_reason": retry_reason,
+    }

@@ -1,0 +1,391 @@
+"""The Slack adapter: the real bolt app served over HTTP, signed requests, the real slack_sdk
+client against a fake Slack Web API, the real engine and embedded Qdrant."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from aiohttp import web
+from fakes import slack_payloads as sp
+from fakes.openai_server import FakeOpenAI
+from fakes.slack_api import FakeSlack
+
+from adapters.slack import SlackAdapter, build_client
+from bot.admin import Admin
+from bot.engine import Engine
+from bot.memory import SqliteMemory
+from bot.openai_model import OpenAIChatModel
+from config.settings import load_settings
+from retrieval.ingest import Ingestor
+
+SECRET = "test-signing-secret"
+
+
+class Harness:
+    """The adapter served on a free port, the fake Slack it calls, and a signed-request sender."""
+
+    def __init__(self, adapter: SlackAdapter, slack: FakeSlack, url: str) -> None:
+        self.adapter, self.slack, self.url = adapter, slack, url
+
+    async def post(self, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None, sign: bool = True) -> tuple[int, str]:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        content_type = sp.FORM_CONTENT_TYPE if isinstance(body, bytes) else "application/json"
+        all_headers = {"Content-Type": content_type, **(sp.sign(raw, SECRET) if sign else {}), **(headers or {})}
+        async with aiohttp.ClientSession() as session, session.post(self.url, data=raw, headers=all_headers) as response:
+            return response.status, await response.text()
+
+    def posts(self, method: str = "chat.postMessage") -> list[dict[str, Any]]:
+        return [call["args"] for call in self.slack.calls_to(method)]
+
+    def finals(self) -> list[dict[str, Any]]:
+        """Answers as posted at the end: updates and posts that carry blocks."""
+        return [a for a in self.posts("chat.update") + self.posts("chat.postMessage") if a.get("blocks")]
+
+
+async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+async def settle(harness: Harness, seconds: float = 0.5) -> None:
+    """Give background handlers time to (not) act."""
+    await asyncio.sleep(seconds)
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as fake:
+        fake.admins = {"UADMIN"}
+        yield fake
+
+
+@pytest.fixture
+async def openai_fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def configure(monkeypatch: pytest.MonkeyPatch, kb_dir: Path) -> Callable[..., None]:
+    def apply(**env: str) -> None:
+        values = {
+            "SLACK_BOT_TOKEN": "xoxb-test",
+            "SLACK_SIGNING_SECRET": SECRET,
+            "ADVISOR_KNOWLEDGE_PATHS": str(kb_dir),
+            "ADVISOR_ADMINS_SLACK_USER_IDS": "UCONFIGADMIN",
+            **env,
+        }
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+
+    apply()
+    return apply
+
+
+@pytest.fixture
+async def make(tmp_path: Path, retriever: Any, slack: FakeSlack, openai_fake: FakeOpenAI, configure: Any) -> AsyncIterator[Callable[..., Any]]:
+    runners: list[web.AppRunner] = []
+    clients: list[openai.AsyncOpenAI] = []
+
+    async def build(model: bool = False, update_interval: float = 0.05) -> Harness:
+        settings = load_settings(None)
+        chat_model = None
+        if model:
+            client = openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="test", max_retries=0)
+            clients.append(client)
+            chat_model = OpenAIChatModel(client, "gpt-4o-mini", timeout=5)
+        engine = Engine(settings, retriever, SqliteMemory(tmp_path / f"memory{len(runners)}.sqlite3"), chat_model)
+        indexer = Ingestor(retriever.store, retriever.embedder, retriever.sparse)
+        admin = Admin(engine, indexer, retriever.store, settings.core.knowledge_paths)
+        adapter = SlackAdapter(engine, admin, settings, client=build_client("xoxb-test", slack.base_url), update_interval=update_interval)
+        runner = web.AppRunner(adapter.web_app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+        return Harness(adapter, slack, f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events")
+
+    yield build
+    for runner in runners:
+        await runner.cleanup()
+    for client in clients:
+        await client.close()
+
+
+# -- transport and signatures --------------------------------------------------
+
+
+async def test_url_verification(make: Any) -> None:
+    harness = await make()
+    status, body = await harness.post(sp.url_verification("abc123"))
+    assert status == 200 and json.loads(body) == {"challenge": "abc123"}, body
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Slack-Signature": "v0=" + "0" * 64},
+        {"X-Slack-Request-Timestamp": "", "X-Slack-Signature": ""},
+        {"X-Slack-Request-Timestamp": "yesterday"},
+        "absent",
+        "stale",
+    ],
+    ids=["forged", "empty", "malformed", "absent", "stale"],
+)
+async def test_bad_signatures_are_401_and_nothing_runs(make: Any, headers: Any) -> None:
+    harness = await make()
+    body = json.dumps(sp.app_mention("emergency fund?")).encode()
+    if headers == "stale":
+        headers = sp.sign(body, SECRET, timestamp=int(time.time()) - 6 * 60)
+        status, _ = await harness.post(body, headers=headers, sign=False)
+    elif headers == "absent":
+        status, _ = await harness.post(body, sign=False)
+    else:
+        status, _ = await harness.post(body, headers={**sp.sign(body, SECRET), **headers}, sign=False)
+    assert status == 401
+    await settle(harness)
+    assert harness.slack.calls == []
+
+
+# -- conversations ---------------------------------------------------------------
+
+
+async def test_mention_is_answered_in_a_thread_with_sources_and_buttons(make: Any) -> None:
+    harness = await make()
+    event = sp.app_mention("How big should my emergency fund be?")
+    status, _ = await harness.post(event)
+    assert status == 200
+    (final,) = await until(harness.finals)
+    (placeholder,) = harness.posts()
+    ts = event["event"]["ts"]
+    assert placeholder["thread_ts"] == ts and placeholder["channel"] == "C1"
+    kinds = [block["type"] for block in final["blocks"]]
+    assert kinds[0] == "section" and kinds[-2:] == ["context", "actions"]
+    assert "Emergency fund" in final["blocks"][-2]["elements"][0]["text"]
+    assert "three to six months" in final["text"]
+    assert {e["action_id"] for e in final["blocks"][-1]["elements"]} == {"advisor_feedback_up", "advisor_feedback_down"}
+
+
+async def test_dm_is_answered_in_the_dm_and_in_its_thread(make: Any) -> None:
+    harness = await make()
+    await harness.post(sp.dm_message("emergency fund size?"))
+    await until(harness.finals)
+    assert harness.posts()[0]["channel"] == "D1" and not harness.posts()[0].get("thread_ts")
+    await harness.post(sp.dm_message("and debts?", thread_ts="1700000000.000001"))
+    await until(lambda: len(harness.finals()) == 2)
+    assert harness.posts()[1]["thread_ts"] == "1700000000.000001"
+
+
+async def test_thread_replies_continue_only_where_the_bot_answered(make: Any, configure: Any) -> None:
+    harness = await make()
+    mention = sp.app_mention("emergency fund size?")
+    await harness.post(mention)
+    await until(harness.finals)
+    root = mention["event"]["ts"]
+    await harness.post(sp.channel_message("and where do I keep it?", thread_ts=root))
+    await until(lambda: len(harness.finals()) == 2)
+    assert harness.posts()[1]["thread_ts"] == root
+    await harness.post(sp.channel_message("unrelated chatter", thread_ts="1600000000.000001"))
+    await harness.post(sp.channel_message("top-level chatter"))
+    await settle(harness)
+    assert len(harness.posts()) == 2
+
+    configure(ADVISOR_SLACK_FOLLOW_THREADS="false")
+    quiet = await make()
+    await quiet.post(sp.channel_message("another follow-up", thread_ts=root))
+    await settle(quiet)
+    assert len(harness.posts()) == 2
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        lambda: sp.dm_message("from myself", user="UBOT"),
+        lambda: sp.bot_message("emergency fund?", channel="D1", channel_type="im"),
+        lambda: sp.message_changed("emergency fund?", "emergency", sp.new_ts(), channel="D1", channel_type="im"),
+        lambda: sp.message_deleted(sp.new_ts(), "emergency fund?", channel="D1", channel_type="im"),
+        lambda: {**sp.dm_message("hidden"), "event": {**sp.dm_message("hidden")["event"], "hidden": True, "subtype": "message_replied"}},
+        lambda: {**sp.dm_message("joined"), "event": {**sp.dm_message("joined")["event"], "subtype": "channel_join"}},
+    ],
+    ids=["own", "bot", "changed", "deleted", "hidden", "join"],
+)
+async def test_ignored_messages(make: Any, payload: Callable[[], dict[str, Any]]) -> None:
+    harness = await make()
+    status, _ = await harness.post(payload())
+    assert status == 200
+    await settle(harness)
+    assert harness.posts() == []
+
+
+async def test_allowlisted_bot_is_answered(make: Any, configure: Any) -> None:
+    configure(ADVISOR_SLACK_BOT_ALLOWLIST="BHELPER")
+    harness = await make()
+    message = sp.bot_message("emergency fund size?", channel="D1", bot_id="BHELPER", channel_type="im")
+    await harness.post(message)
+    await until(harness.finals)
+
+
+# -- exactly once ------------------------------------------------------------------
+
+
+async def test_retries_and_duplicate_deliveries_get_one_answer(make: Any) -> None:
+    harness = await make()
+    event = sp.app_mention("emergency fund size?")
+    await harness.post(event)
+    await harness.post(event, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    twin = {**event, "event_id": sp.new_event_id()}  # another delivery of the same message
+    await harness.post(twin)
+    await until(harness.finals)
+    await settle(harness)
+    assert len(harness.posts()) == 1 and len(harness.finals()) == 1
+
+
+async def test_thread_broadcast_with_a_mention_is_answered_once(make: Any) -> None:
+    harness = await make()
+    broadcast = sp.thread_broadcast("<@UBOT> emergency fund size?", thread_ts="1700000000.000001")
+    mention = sp.app_mention("<@UBOT> emergency fund size?", ts=broadcast["event"]["ts"], thread_ts="1700000000.000001")
+    await harness.post(mention)
+    await harness.post(broadcast)
+    await until(harness.finals)
+    await settle(harness)
+    assert len(harness.finals()) == 1
+
+
+async def test_a_retry_is_answered_when_the_first_delivery_failed(make: Any) -> None:
+    harness = await make()
+    harness.slack.fail_next("chat.postMessage", "error", error="channel_not_found")
+    event = sp.app_mention("emergency fund size?")
+    await harness.post(event)
+    await until(lambda: harness.slack.calls_to("chat.postMessage"))
+    await settle(harness, 0.2)
+    assert harness.finals() == []
+    await harness.post(event, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_error"})
+    await until(harness.finals)
+
+
+async def test_ack_comes_before_a_slow_answer(make: Any, openai_fake: FakeOpenAI) -> None:
+    """The HTTP response does not wait for the answer: a 4-second answer is acked first."""
+    openai_fake.default_answer = "A slow answer. " * 40
+    openai_fake.chunk_chars = 20
+    openai_fake.chunk_delay = 0.13
+    harness = await make(model=True)
+    status, _ = await harness.post(sp.app_mention("emergency fund size?"))
+    assert status == 200 and harness.finals() == []
+    await until(harness.finals, timeout=15)
+
+
+# -- streaming and limits -----------------------------------------------------------
+
+
+async def test_streaming_updates_are_throttled_per_channel(make: Any, openai_fake: FakeOpenAI) -> None:
+    openai_fake.default_answer = "Streaming words arrive one by one. " * 10
+    openai_fake.chunk_delay = 0.02
+    harness = await make(model=True, update_interval=0.2)
+    await harness.post(sp.app_mention("emergency fund size?"))
+    await until(harness.finals, timeout=15)
+    times = [call["at"] for call in harness.slack.calls if call["method"] in {"chat.update", "chat.postMessage"}]
+    assert len(times) >= 3
+    assert all(b - a >= 0.19 for a, b in zip(times, times[1:]))
+
+
+async def test_a_45000_character_answer_is_split_within_limits(make: Any, openai_fake: FakeOpenAI) -> None:
+    paragraph = "Budgeting works best when it is simple and written down. " * 8
+    openai_fake.default_answer = "\n\n".join(f"{n}. {paragraph}" for n in range(95))[:45_000] + " [1]"
+    openai_fake.chunk_chars = 4000
+    harness = await make(model=True, update_interval=0.01)
+    await harness.post(sp.app_mention("How do I budget for an emergency fund?"))
+    finals = await until(lambda: (f := harness.finals()) and any(b["type"] == "actions" for b in f[-1]["blocks"]) and f, timeout=20)
+    assert len(finals) >= 12
+    for message in finals:
+        assert len(message["text"]) <= 4000
+        assert all(len(b["text"]["text"]) <= 3000 for b in message["blocks"] if b["type"] == "section")
+    assert [b["type"] for b in finals[-1]["blocks"]][-2:] == ["context", "actions"]
+    assert all(b["type"] == "section" for f in finals[:-1] for b in f["blocks"])
+    joined = " ".join(" ".join(f["text"].split()) for f in finals)
+    assert joined.count("Budgeting works best") == openai_fake.default_answer.count("Budgeting works best")
+
+
+async def test_web_api_429_is_retried_after_retry_after(make: Any) -> None:
+    harness = await make()
+    harness.slack.fail_next("chat.postMessage", "rate_limited", retry_after=1)
+    await harness.post(sp.dm_message("emergency fund size?"))
+    await until(harness.finals, timeout=15)
+    attempts = [c["at"] for c in harness.slack.calls if c["method"] == "chat.postMessage"]
+    assert len(attempts) == 2 and attempts[1] - attempts[0] >= 0.9
+
+
+# -- /advisor --------------------------------------------------------------------------
+
+
+async def test_help_status_and_ask(make: Any) -> None:
+    harness = await make()
+    status, body = await harness.post(sp.slash_command("help"))
+    assert status == 200 and "reindex [path]" in json.loads(body)["text"]
+    _, body = await harness.post(sp.slash_command("status"))
+    text = json.loads(body)["text"]
+    assert "*indexed passages*: 3" in text and "*mode*: offline" in text and "*version*" in text
+    url = harness.slack.response_url()
+    status, body = await harness.post(sp.slash_command("ask How big should my emergency fund be?", response_url=url))
+    assert status == 200 and json.loads(body)["response_type"] == "ephemeral"
+    (answer,) = await until(lambda: harness.slack.calls_to("response_url"))
+    assert answer["args"]["response_type"] == "ephemeral" and "three to six months" in answer["args"]["text"]
+
+
+async def test_forget_clears_the_callers_conversations_in_the_channel(make: Any) -> None:
+    harness = await make()
+    mention = sp.app_mention("emergency fund size?", user="U1")
+    await harness.post(mention)
+    await until(harness.finals)
+    memory = harness.adapter.engine.memory
+    key = f"slack:T1:C1:{mention['event']['ts']}"
+    assert len(await memory.history(key)) == 2
+    _, body = await harness.post(sp.slash_command("forget", user="U1"))
+    assert "forgot our conversations here (2 messages)" in json.loads(body)["text"]
+    assert await memory.history(key) == []
+
+
+async def test_reindex_is_for_admins_only(make: Any) -> None:
+    harness = await make()
+    _, body = await harness.post(sp.slash_command("reindex", user="UNOBODY"))
+    assert json.loads(body)["text"] == "Sorry, only workspace admins can reindex the knowledge base."
+    assert harness.slack.calls_to("response_url") == []
+
+
+@pytest.mark.parametrize("admin", ["UCONFIGADMIN", "UADMIN"], ids=["from-settings", "workspace-admin"])
+async def test_admin_reindex_reports_through_response_url_and_refuses_a_second(make: Any, admin: str, kb_dir: Path) -> None:
+    harness = await make()
+    (kb_dir / "new.md").write_text("# Pensions\n\nA pension is saving for retirement.\n")
+    url = harness.slack.response_url()
+    _, body = await harness.post(sp.slash_command("reindex", user=admin, response_url=url))
+    assert json.loads(body)["text"].startswith("Reindexing the knowledge base")
+    _, second = await harness.post(sp.slash_command("reindex", user=admin, response_url=url))
+    assert "already running" in json.loads(second)["text"]
+    done = await until(lambda: [c for c in harness.slack.calls_to("response_url") if "Reindex finished" in c["args"]["text"]])
+    assert "4 files: 4 indexed" in done[0]["args"]["text"]
+    assert await harness.adapter.admin.store.count() == 4
+    _, outside = await harness.post(sp.slash_command("reindex /etc", user=admin))
+    assert "not inside the configured knowledge paths" in json.loads(outside)["text"]
+
+
+async def test_feedback_buttons_are_stored_with_the_turn(make: Any) -> None:
+    harness = await make()
+    await harness.post(sp.dm_message("emergency fund size?"))
+    (final,) = await until(harness.finals)
+    up = next(e for e in final["blocks"][-1]["elements"] if e["action_id"] == "advisor_feedback_up")
+    url = harness.slack.response_url()
+    status, _ = await harness.post(sp.block_action("advisor_feedback_up", up["value"], channel="D1", response_url=url))
+    assert status == 200
+    await until(lambda: harness.slack.calls_to("response_url"))
+    turns = await harness.adapter.engine.memory.history("slack:T1:D1:D1")
+    assert [(t.role, t.feedback) for t in turns] == [("user", None), ("assistant", 1)]
