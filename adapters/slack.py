@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -108,6 +109,7 @@ class SlackAdapter:
         self.client = client or build_client(token)
         self.dedupe = Deduper()
         self.pacer = ChannelPacer(update_interval)
+        self.ignored: deque[str] = deque(maxlen=100)  # recent reasons for not answering (simulate reads them)
         self.follow_threads = slack.follow_threads
         self.allowlist = slack.bot_allowlist
         kwargs: dict[str, Any] = {}
@@ -118,6 +120,7 @@ class SlackAdapter:
             signing_secret=slack.signing_secret.get_secret_value() if slack.signing_secret else None,
             process_before_response=False,
             raise_error_for_unhandled_request=False,
+            ignoring_self_events_enabled=False,  # skip_reason handles them, and says so
             **kwargs,
         )
         self._register()
@@ -140,6 +143,10 @@ class SlackAdapter:
         app.action(FEEDBACK_DOWN)(self._on_feedback)
         app.error(self._on_error)
 
+    def _ignore(self, reason: str) -> None:
+        log.debug("not answering: %s", reason)
+        self.ignored.append(reason)
+
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error("slack handler failed for %s: %s", body.get("type", "request"), error, exc_info=error)
 
@@ -147,25 +154,32 @@ class SlackAdapter:
 
     async def _on_mention(self, event: dict[str, Any], context: Any, body: dict[str, Any]) -> None:
         if reason := skip_reason(event, context.bot_user_id, context.bot_id, self.allowlist):
-            log.debug("ignored app_mention: %s", reason)
+            self._ignore(reason)
             return
         thread_ts = event.get("thread_ts") or event["ts"]
         await self._answer(event, body, thread_ts, context.bot_user_id)
 
     async def _on_message(self, event: dict[str, Any], context: Any, body: dict[str, Any]) -> None:
         if reason := skip_reason(event, context.bot_user_id, context.bot_id, self.allowlist):
-            log.debug("ignored message: %s", reason)
+            self._ignore(reason)
             return
         if event.get("channel_type") == "im":
             await self._answer(event, body, event.get("thread_ts"), context.bot_user_id)
             return
         thread_ts = event.get("thread_ts")
         mentioned = context.bot_user_id and f"<@{context.bot_user_id}>" in (event.get("text") or "")
-        if not thread_ts or mentioned or not self.follow_threads:
-            return  # mentions arrive as app_mention; plain channel chatter is not for the bot
-        key = self._conversation(body, event, thread_ts)
-        if any(turn.role == "assistant" for turn in await self.engine.memory.history(str(key.conversation))):
-            await self._answer(event, body, thread_ts, context.bot_user_id)
+        if mentioned:
+            self._ignore("a mention: answered from its app_mention event")
+        elif not thread_ts:
+            self._ignore("a channel message that does not mention the bot")
+        elif not self.follow_threads:
+            self._ignore("a thread reply without a mention (following threads is off)")
+        else:
+            key = self._conversation(body, event, thread_ts)
+            if any(turn.role == "assistant" for turn in await self.engine.memory.history(str(key.conversation))):
+                await self._answer(event, body, thread_ts, context.bot_user_id)
+            else:
+                self._ignore("a reply in a thread the bot has not answered")
 
     def _conversation(self, body: dict[str, Any], event: dict[str, Any], thread_ts: str | None) -> IncomingMessage:
         channel = event["channel"]
@@ -185,6 +199,7 @@ class SlackAdapter:
         key = f"{channel}:{ts}"
         if not self.dedupe.claim(key):
             log.info("duplicate delivery of %s ignored (event %s)", key, body.get("event_id"))
+            self.ignored.append(f"duplicate delivery of message {ts} in {channel}")
             return
         message = self._conversation(body, event, thread_ts)
         text = re.sub(rf"<@{re.escape(bot_user_id)}>\s*", "", message.text).strip() if bot_user_id else message.text

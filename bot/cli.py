@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from bot.finetune.cli import add_finetune_commands, run_finetune
 from config.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("advisor")
@@ -70,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     slack.add_argument("--http", action="store_true", help="serve the Events API over HTTP even if an app token is set")
     slack.add_argument("--port", type=int, default=None, help="HTTP port (default ADVISOR_SLACK_PORT)")
 
+    simulate = commands.add_parser("simulate", help="dry-run recorded platform payloads through the adapters")
+    sim_platforms = simulate.add_subparsers(dest="platform", required=True)
+    sim_slack = sim_platforms.add_parser("slack", help="Events API, slash command or interactivity bodies, one a file")
+    sim_slack.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    sim_slack.add_argument("--bot-user-id", help="who the bot is (default: from the payload's authorizations)")
+
     evaluate = commands.add_parser("eval", help="evaluations").add_subparsers(dest="action", required=True)
     retrieval = evaluate.add_parser("retrieval", help="retrieval quality on BEIR-layout files")
     retrieval.add_argument("--corpus", type=Path, required=True)
@@ -78,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--mode", choices=["dense", "sparse", "hybrid"], action="append")
     retrieval.add_argument("--engine", choices=["edge", "local"], default="edge", help="embedded engine to index into")
     retrieval.add_argument("--json", action="store_true")
+
+    add_finetune_commands(commands.add_parser("finetune", help="prepare, validate, launch and compare fine-tunes"))
     return parser
 
 
@@ -267,6 +276,24 @@ async def cmd_run_slack(settings: Settings, http: bool, port: int | None) -> int
     return 0
 
 
+async def cmd_simulate_slack(settings: Settings, files: list[Path], bot_user_id: str | None) -> int:
+    from adapters.simulate_slack import SimulationInputError, read_payload, simulate
+    from bot.wiring import build_services
+
+    try:
+        for path in files:  # fail on bad input before anything is built
+            read_payload(path)
+    except SimulationInputError as exc:
+        raise UsageError(str(exc)) from exc
+    services = await build_services(settings)
+    try:
+        for line in await simulate(files, services.engine, services.admin, settings, bot_user_id):
+            print(json.dumps(line, ensure_ascii=False))
+    finally:
+        await services.close()
+    return 0
+
+
 async def cmd_eval_retrieval(settings: Settings, args: argparse.Namespace) -> int:
     from retrieval.embedders import build_embedder
     from retrieval.evaluate import evaluate
@@ -314,10 +341,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return await cmd_chat(settings)
     if args.command == "ask":
         return await cmd_ask(settings, args.question, args.json)
+    if args.command == "simulate":
+        return await cmd_simulate_slack(settings, args.files, args.bot_user_id)
     if args.command == "run":
         return await cmd_run_slack(settings, args.http, args.port)
     if args.command == "eval":
         return await cmd_eval_retrieval(settings, args)
+    if args.command == "finetune":
+        return await run_finetune(args, settings)
     raise UsageError(f"unknown command {args.command}")
 
 
