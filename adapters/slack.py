@@ -342,10 +342,11 @@ class SlackAdapter:
         application.router.add_get("/healthz", health)
         return application
 
-    async def run_socket_mode(self, app_token: str) -> None:
+    def socket_mode(self, app_token: str) -> Any:
+        """Socket Mode over the same app: `await handler.start_async()` runs until stopped."""
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
-        await AsyncSocketModeHandler(self.app, app_token, web_client=self.client).start_async()
+        return AsyncSocketModeHandler(self.app, app_token, web_client=self.client)
 
 
 __all__ = ["SlackAdapter", "build_client", "skip_reason", "sources_text"]

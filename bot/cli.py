@@ -264,7 +264,7 @@ async def cmd_run_slack(settings: Settings, http: bool, port: int | None) -> int
     try:
         if socket_mode:
             log.info("Slack Socket Mode starting (%s mode)", services.engine.mode)
-            await adapter.run_socket_mode(slack.app_token.get_secret_value())  # type: ignore[union-attr]
+            await adapter.socket_mode(slack.app_token.get_secret_value()).start_async()  # type: ignore[union-attr]
         else:
             runner = web.AppRunner(adapter.web_app())
             await runner.setup()

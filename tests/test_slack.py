@@ -389,3 +389,26 @@ async def test_feedback_buttons_are_stored_with_the_turn(make: Any) -> None:
     await until(lambda: harness.slack.calls_to("response_url"))
     turns = await harness.adapter.engine.memory.history("slack:T1:D1:D1")
     assert [(t.role, t.feedback) for t in turns] == [("user", None), ("assistant", 1)]
+
+
+# -- Socket Mode ------------------------------------------------------------------------
+
+
+async def test_socket_mode_acks_answers_and_dedupes_retries(make: Any, slack: FakeSlack) -> None:
+    harness = await make()
+    handler = harness.adapter.socket_mode("xapp-1-test")
+    await handler.connect_async()
+    try:
+        await slack.wait_for_socket()
+        mention = sp.app_mention("emergency fund size?")
+        ack = await slack.send_socket_envelope(sp.socket_envelope(mention))
+        assert ack is not None and "envelope_id" in ack
+        await until(harness.finals)
+        retry = await slack.send_socket_envelope(sp.socket_envelope(mention, retry_attempt=1, retry_reason="timeout"))
+        assert retry is not None
+        command = await slack.send_socket_envelope(sp.socket_envelope(sp.slash_command("help")))
+        assert command is not None and "reindex [path]" in command["payload"]["text"]
+        await settle(harness)
+        assert len(harness.finals()) == 1 and len(harness.posts()) == 1
+    finally:
+        await handler.close_async()
