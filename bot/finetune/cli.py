@@ -1,0 +1,256 @@
+"""`advisor finetune ...`: the subcommands' arguments and what each one runs.
+
+Exit codes: 0 done, 1 failed (errors in the data, a failed job), 2 bad input or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bot.finetune.basemodels import DEFAULT_BASE_MODEL
+from bot.finetune.errors import InputError
+from config.settings import Settings
+
+if TYPE_CHECKING:
+    import openai
+    from openai.types.fine_tuning import FineTuningJob
+
+CHAT_MODEL_VARIABLE = "ADVISOR_OPENAI_CHAT_MODEL"
+
+
+def _ratios(text: str) -> tuple[float, float, float]:
+    try:
+        train, validation, test = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected three numbers like 0.8,0.1,0.1") from None
+    return train, validation, test
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("expected a positive whole number")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError("expected a positive number of seconds")
+    return value
+
+
+def _add_follow_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--interval", type=_seconds, default=10.0, help="seconds between polls (default 10)")
+    parser.add_argument("--use", action="store_true", help=f"on success, write {CHAT_MODEL_VARIABLE} to the --env-file")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-tokens", type=_positive, help="tokens per example (default: the base model's limit)")
+    parser.add_argument("--price-per-mtok", type=float, help="training price in USD per million tokens")
+
+
+def add_finetune_commands(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    prepare = actions.add_parser("prepare", help="turn a Q&A data set into chat fine-tuning JSONL per split")
+    prepare.add_argument("--source", type=Path, required=True, help="CSV, TSV or JSONL (counsel-chat is recognised)")
+    prepare.add_argument("--out", type=Path, required=True, help="folder for train/validation/test.jsonl and report.json")
+    for name, what in (
+        ("question", "the question text"),
+        ("answer", "the answer text"),
+        ("title", "a question title"),
+        ("split", "train/val/test"),
+        ("rank", "a number: the best answer per question is kept"),
+        ("id", "a question id grouping its answers"),
+        ("author", "the answerer, to strip their signature"),
+    ):
+        prepare.add_argument(f"--{name}-field", help=f"field holding {what}")
+    prepare.add_argument("--min-answer-words", type=int, default=25)
+    prepare.add_argument("--max-answer-words", type=int, default=750)
+    prepare.add_argument("--near-duplicate-threshold", type=float, default=0.8, help="word-shingle Jaccard")
+    prepare.add_argument("--resplit", action="store_true", help="ignore the source's split; make a seeded one")
+    prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--ratios", type=_ratios, default=(0.8, 0.1, 0.1), help="train,validation,test")
+
+    validate = actions.add_parser("validate", help="check a chat fine-tuning JSONL file; count tokens; estimate cost")
+    validate.add_argument("file", type=Path, metavar="FILE")
+    validate.add_argument("--model", default=DEFAULT_BASE_MODEL, help=f"base model (default {DEFAULT_BASE_MODEL})")
+    validate.add_argument("--epochs", type=_positive, help="epochs for the estimate (default: OpenAI's rule)")
+    validate.add_argument("--json", action="store_true")
+    _add_model_options(validate)
+
+    launch = actions.add_parser("launch", help="validate, upload, start a fine-tuning job and follow it")
+    launch.add_argument("--train", type=Path, required=True, metavar="FILE")
+    launch.add_argument("--validation", type=Path, metavar="FILE")
+    launch.add_argument("--model", required=True, help="base model, e.g. gpt-4o-mini-2024-07-18")
+    launch.add_argument("--suffix", help="part of the fine-tuned model's name")
+    launch.add_argument("--epochs", type=_positive, help="default: OpenAI's choice")
+    _add_follow_options(launch)
+    _add_model_options(launch)
+
+    follow = actions.add_parser("follow", help="follow a job until it ends (Ctrl-C leaves it running)")
+    follow.add_argument("job", metavar="JOB")
+    _add_follow_options(follow)
+
+    status = actions.add_parser("status", help="a job's state, latest events and checkpoints")
+    status.add_argument("job", metavar="JOB")
+    status.add_argument("--json", action="store_true")
+
+    cancel = actions.add_parser("cancel", help="cancel a job")
+    cancel.add_argument("job", metavar="JOB")
+
+    listing = actions.add_parser("list", help="recent fine-tuning jobs")
+    listing.add_argument("--limit", type=_positive, default=20)
+    listing.add_argument("--json", action="store_true")
+
+
+async def run_finetune(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        if args.action == "prepare":
+            return cmd_prepare(args, settings)
+        if args.action == "validate":
+            return cmd_validate(args)
+        return await run_api_command(args, settings)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.finetune.prepare import PrepareOptions, prepare
+
+    options = PrepareOptions(
+        min_answer_words=args.min_answer_words,
+        max_answer_words=args.max_answer_words,
+        near_duplicate_threshold=args.near_duplicate_threshold,
+        resplit=args.resplit,
+        seed=args.seed,
+        ratios=args.ratios,
+    )
+    names = ("question", "answer", "title", "split", "rank", "id", "author")
+    fields = {name: getattr(args, f"{name}_field") for name in names}
+    report = prepare(args.source, args.out, settings.core.persona, fields, options)
+    print(report.summary())
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bot.finetune.basemodels import base_model
+    from bot.finetune.validate import validate_file
+
+    report = validate_file(args.file, base_model(args.model, args.max_tokens, args.price_per_mtok), args.epochs)
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
+    return 0 if report.ok else 1
+
+
+async def run_api_command(args: argparse.Namespace, settings: Settings) -> int:
+    """The commands that talk to the fine-tuning API. An unknown job exits 2, other API failures 1."""
+    import openai
+
+    from bot.finetune.jobs import build_client, describe
+
+    commands = {"launch": cmd_launch, "follow": cmd_follow, "status": cmd_status, "cancel": cmd_cancel, "list": cmd_list}
+    async with build_client(settings) as client:
+        try:
+            return await commands[args.action](client, args)
+        except openai.APIError as exc:
+            print(f"error: {describe(exc)}", file=sys.stderr)
+            return 2 if isinstance(exc, openai.NotFoundError) else 1
+
+
+async def cmd_launch(client: openai.AsyncOpenAI, args: argparse.Namespace) -> int:
+    from bot.finetune.basemodels import base_model
+    from bot.finetune.jobs import create_job, upload
+    from bot.finetune.validate import validate_file
+
+    model = base_model(args.model, args.max_tokens, args.price_per_mtok)
+    for path in [args.train] + ([args.validation] if args.validation else []):
+        report = validate_file(path, model, args.epochs)
+        print(report.render() + "\n")
+        if not report.ok:
+            print(f"error: {path} has errors (above); nothing was uploaded", file=sys.stderr)
+            return 1
+    training_file = await upload(client, args.train)
+    validation_file = await upload(client, args.validation) if args.validation else None
+    job = await create_job(client, args.model, training_file, validation_file, args.suffix, args.epochs)
+    print(f"Started fine-tuning job {job.id} (training file {training_file}).")
+    return await _follow(client, job.id, args)
+
+
+async def cmd_follow(client: openai.AsyncOpenAI, args: argparse.Namespace) -> int:
+    return await _follow(client, args.job, args)
+
+
+async def _follow(client: openai.AsyncOpenAI, job_id: str, args: argparse.Namespace) -> int:
+    import openai
+
+    from bot.finetune.follow import follow
+    from bot.finetune.jobs import describe
+
+    resume = f"advisor finetune follow {job_id}" + (" --use" if args.use else "")
+    try:
+        job = await follow(client, job_id, args.interval)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(f"\nStopped following; the job keeps running. Resume with: {resume}", file=sys.stderr)
+        return 130
+    except openai.NotFoundError:
+        raise
+    except openai.APIError as exc:
+        print(f"error: {describe(exc)}\nThe job may still be running. Resume with: {resume}", file=sys.stderr)
+        return 1
+    return _finish(job, args)
+
+
+def _finish(job: FineTuningJob, args: argparse.Namespace) -> int:
+    if job.status == "succeeded" and job.fine_tuned_model:
+        print(f"Fine-tuned model: {job.fine_tuned_model}")
+        if args.use:
+            _use(job.fine_tuned_model, Path(args.env_file))
+        return 0
+    if job.status == "failed":
+        error = job.error
+        reason = f"{error.message} ({error.code})" if error and error.message else "no reason given"
+        print(f"error: the job {job.id} failed: {reason}", file=sys.stderr)
+    else:
+        print(f"error: the job {job.id} ended as {job.status}", file=sys.stderr)
+    return 1
+
+
+def _use(model: str, env_file: Path) -> None:
+    from bot.finetune.envfile import set_env_value
+
+    set_env_value(env_file, CHAT_MODEL_VARIABLE, model)
+    print(f"Wrote {CHAT_MODEL_VARIABLE}={model} to {env_file}: the advisor now answers with it.")
+    if os.environ.get(CHAT_MODEL_VARIABLE, model) != model:
+        print(f"note: {CHAT_MODEL_VARIABLE} is also set in the environment, which wins over {env_file}", file=sys.stderr)
+
+
+async def cmd_status(client: openai.AsyncOpenAI, args: argparse.Namespace) -> int:
+    from bot.finetune.jobs import show_job
+
+    job, lines = await show_job(client, args.job)
+    print(json.dumps(job.model_dump(mode="json"), indent=2) if args.json else "\n".join(lines))
+    return 0
+
+
+async def cmd_cancel(client: openai.AsyncOpenAI, args: argparse.Namespace) -> int:
+    job = await client.fine_tuning.jobs.cancel(args.job)
+    print(f"Cancelled {job.id} (status: {job.status}).")
+    return 0
+
+
+async def cmd_list(client: openai.AsyncOpenAI, args: argparse.Namespace) -> int:
+    from bot.finetune.jobs import jobs_table, list_jobs
+
+    jobs = await list_jobs(client, args.limit)
+    print(json.dumps([job.model_dump(mode="json") for job in jobs], indent=2) if args.json else jobs_table(jobs))
+    return 0
