@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim_slack.add_argument("files", nargs="+", type=Path, metavar="FILE")
     sim_slack.add_argument("--bot-user-id", help="who the bot is (default: from the payload's authorizations)")
 
+    platforms.add_parser("discord", help="Discord: the gateway bot (needs DISCORD_TOKEN and the Message Content intent)")
+
     evaluate = commands.add_parser("eval", help="evaluations").add_subparsers(dest="action", required=True)
     retrieval = evaluate.add_parser("retrieval", help="retrieval quality on BEIR-layout files")
     retrieval.add_argument("--corpus", type=Path, required=True)
@@ -276,6 +278,35 @@ async def cmd_run_slack(settings: Settings, http: bool, port: int | None) -> int
     return 0
 
 
+async def cmd_run_discord(settings: Settings) -> int:
+    import discord
+
+    from adapters.discord_bot import DiscordAdapter
+    from bot.wiring import build_services
+
+    if not settings.discord.token:
+        raise UsageError("Discord is not configured: set DISCORD_TOKEN")
+    services = await build_services(settings)
+    adapter = DiscordAdapter(services.engine, services.admin, settings)
+    try:
+        await adapter.client.start(settings.discord.token.get_secret_value())
+    except discord.PrivilegedIntentsRequired:
+        print(
+            "error: Discord refused the Message Content intent. Enable it in the Developer Portal: "
+            "your application > Bot > Privileged Gateway Intents > Message Content Intent.",
+            file=sys.stderr,
+        )
+        return 1
+    except discord.LoginFailure:
+        print("error: Discord rejected DISCORD_TOKEN (check the bot token in the Developer Portal)", file=sys.stderr)
+        return 1
+    finally:
+        if not adapter.client.is_closed():
+            await adapter.client.close()
+        await services.close()
+    return 0
+
+
 async def cmd_simulate_slack(settings: Settings, files: list[Path], bot_user_id: str | None) -> int:
     from adapters.simulate_slack import SimulationInputError, read_payload, simulate
     from bot.wiring import build_services
@@ -343,6 +374,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return await cmd_ask(settings, args.question, args.json)
     if args.command == "simulate":
         return await cmd_simulate_slack(settings, args.files, args.bot_user_id)
+    if args.command == "run" and args.platform == "discord":
+        return await cmd_run_discord(settings)
     if args.command == "run":
         return await cmd_run_slack(settings, args.http, args.port)
     if args.command == "eval":
