@@ -394,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.core.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpx2", "httpcore", "httpcore2"):  # a line per request is noise, and URLs can carry ids
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.command == "config":
         return cmd_config_check(settings)
     problems = settings.problems()

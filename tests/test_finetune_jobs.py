@@ -96,7 +96,7 @@ def test_launch_stops_on_validation_errors_and_uploads_nothing(
 
 def test_launch_without_api_settings_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["finetune", "launch", "--train", str(GOOD), "--model", "gpt-4o-mini"]) == 2
-    assert "set OPENAI_API_KEY (or OPENAI_BASE_URL" in capsys.readouterr().err
+    assert "this needs the OpenAI API: set OPENAI_API_KEY (or OPENAI_BASE_URL" in capsys.readouterr().err
     assert main(["finetune", "list"]) == 2
 
 

@@ -103,7 +103,7 @@ def counsel(tmp_path_factory: pytest.TempPathFactory) -> tuple[PrepareReport, Pa
 
 
 def test_counsel_chat_counts_per_split_and_drops_by_reason(counsel: tuple[PrepareReport, Path]) -> None:
-    report, out = counsel
+    _, out = counsel
     saved = json.loads((out / "report.json").read_text())
     assert saved["mapping"] == "counsel-chat" and saved["rows"] == 2129 and saved["questions"] == 815
     assert saved["splits"] == {"train": 688, "validation": 80, "test": 39}
@@ -121,7 +121,9 @@ def test_counsel_chat_counts_per_split_and_drops_by_reason(counsel: tuple[Prepar
     assert saved["questions_without_answer"] == 3
     assert saved["examples"] + sum(saved["dropped"].values()) == saved["rows"]
     assert {name: len(read_jsonl(out / f"{name}.jsonl")) for name in ("train", "validation", "test")} == saved["splits"]
-    assert saved["cleaned"]["signature"] > 50 and saved["cleaned"]["url"] > 100 and saved["cleaned"]["run_together"] > 900
+    assert (
+        saved["cleaned"]["signature"] > 50 and saved["cleaned"]["url"] > 100 and saved["cleaned"]["run_together"] > 900
+    )
 
 
 def test_counsel_chat_examples_are_clean_and_one_per_question(counsel: tuple[PrepareReport, Path]) -> None:
@@ -159,7 +161,9 @@ def test_counsel_chat_keeps_the_best_answer_cleaned(counsel: tuple[PrepareReport
     assert example["messages"][1]["content"].endswith("How can I change my feeling of being worthless to everyone?")
     answer = example["messages"][2]["content"]
     # question 0: five answers with 1 upvote each; the first of the best is kept
-    assert answer.startswith("If everyone thinks you're worthless, then maybe you need to find new people to hang out with. ")
+    assert answer.startswith(
+        "If everyone thinks you're worthless, then maybe you need to find new people to hang out with. "
+    )
     assert "with. Seriously, the social" in answer and "\xa0" not in answer
 
 
@@ -189,10 +193,18 @@ def test_generic_jsonl_with_rank_and_seeded_split(tmp_path: Path, capsys: pytest
     assert report["dropped"]["not_best_answer"] == 1 and report["dropped"]["too_short"] == 1
     assert "seeded shuffle (seed 7" in report["split_from"]
     assert "Prepared 20 examples" in capsys.readouterr().out
-    answers = [e["messages"][2]["content"] for s in ("train", "validation", "test") for e in read_jsonl(tmp_path / f"out/{s}.jsonl")]
+    answers = [
+        e["messages"][2]["content"]
+        for s in ("train", "validation", "test")
+        for e in read_jsonl(tmp_path / f"out/{s}.jsonl")
+    ]
     assert any(a.startswith("A much better answer to three") for a in answers)
     assert main(args) == 0  # the same seed gives the same split
-    again = [e["messages"][2]["content"] for s in ("train", "validation", "test") for e in read_jsonl(tmp_path / f"out/{s}.jsonl")]
+    again = [
+        e["messages"][2]["content"]
+        for s in ("train", "validation", "test")
+        for e in read_jsonl(tmp_path / f"out/{s}.jsonl")
+    ]
     assert again == answers
 
 
@@ -218,8 +230,18 @@ def test_generic_csv_keeps_its_split_column(tmp_path: Path) -> None:
     [
         ('{"q": "x", "a": "y"}\n[1, 2]\n', ".jsonl", [], "qa.jsonl:2: expected a JSON object"),
         ('{"q": "x", "a": "y"}\n{"q": \n', ".jsonl", [], "qa.jsonl:2: invalid JSON"),
-        ("q,a,part\nx,y,train\nx2,y2,holdout\n", ".csv", ["--split-field", "part"], "qa.csv:3: field 'part' is 'holdout'"),
-        ('q,a,score\n"multi\nline",y,1\nx,y,lots\n', ".csv", ["--rank-field", "score"], "qa.csv:4: field 'score' is 'lots'"),
+        (
+            "q,a,part\nx,y,train\nx2,y2,holdout\n",
+            ".csv",
+            ["--split-field", "part"],
+            "qa.csv:3: field 'part' is 'holdout'",
+        ),
+        (
+            'q,a,score\n"multi\nline",y,1\nx,y,lots\n',
+            ".csv",
+            ["--rank-field", "score"],
+            "qa.csv:4: field 'score' is 'lots'",
+        ),
         ("q,a\nx,y\n", ".csv", ["--title-field", "heading"], "qa.csv: no field 'heading'"),
         ("question,reply\nx,y\n", ".csv", None, "qa.csv: not the counsel-chat layout"),
     ],

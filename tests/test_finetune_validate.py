@@ -138,7 +138,8 @@ def test_message_tokens_follow_the_cookbook_rule() -> None:
 
 
 @pytest.mark.parametrize(
-    ("examples", "epochs"), [(1, 25), (3, 25), (10, 10), (34, 3), (50, 3), (8333, 3), (8334, 2), (10_000, 2), (30_000, 1)]
+    ("examples", "epochs"),
+    [(1, 25), (3, 25), (10, 10), (34, 3), (50, 3), (8333, 3), (8334, 2), (10_000, 2), (30_000, 1)],
 )
 def test_default_epochs(examples: int, epochs: int) -> None:
     assert default_epochs(examples) == epochs
@@ -146,7 +147,12 @@ def test_default_epochs(examples: int, epochs: int) -> None:
 
 def test_distribution_and_estimate() -> None:
     assert distribution([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]) == {
-        "min": 1, "max": 11, "mean": 6.0, "median": 6, "p10": 2.0, "p90": 10.0,
+        "min": 1,
+        "max": 11,
+        "mean": 6.0,
+        "median": 6,
+        "p10": 2.0,
+        "p90": 10.0,
     }
     assert distribution([]) == dict.fromkeys(("min", "max", "mean", "median", "p10", "p90"))
     model = base_model("gpt-4o-mini", max_tokens=100)

@@ -43,6 +43,8 @@ def base_model(name: str, max_tokens: int | None = None, price: float | None = N
 
     A fine-tuned model (`ft:BASE:...`) is looked up by its base. An unknown model needs `max_tokens`.
     """
+    if price is not None and price < 0:
+        raise InputError("--price-per-mtok must not be negative")
     base = name.removeprefix("ft:").split(":")[0]
     base = ALIASES.get(base, base)
     limit, known_price = KNOWN.get(base, (None, None))

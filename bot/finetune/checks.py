@@ -129,13 +129,19 @@ def _check_tools(data: dict[str, Any], messages: list[Any]) -> list[Issue]:
         where, role = f"message {number}", message.get("role")
         if "tool_calls" in message:
             if role != "assistant":
-                issues.append(Issue("invalid_tool_calls", f"{where} is {role!r}: only assistant messages make tool calls"))
+                issues.append(
+                    Issue("invalid_tool_calls", f"{where} is {role!r}: only assistant messages make tool calls")
+                )
             else:
-                issues += [Issue("invalid_tool_calls", f"{where}: {p}") for p in _call_problems(message, declared, open_calls)]
+                issues += [
+                    Issue("invalid_tool_calls", f"{where}: {p}") for p in _call_problems(message, declared, open_calls)
+                ]
         if role == "tool":
             call_id = message.get("tool_call_id")
             if not isinstance(call_id, str) or call_id not in open_calls:
-                issues.append(Issue("invalid_tool_calls", f"{where} answers no earlier tool call (tool_call_id {call_id!r})"))
+                issues.append(
+                    Issue("invalid_tool_calls", f"{where} answers no earlier tool call (tool_call_id {call_id!r})")
+                )
             else:
                 open_calls.discard(call_id)
         elif "tool_call_id" in message:

@@ -58,7 +58,9 @@ _CREDENTIALED_NAME = re.compile(
     rf"(?<=[.!?,])\s*(?:Dr\.\s*)?[A-Z][a-z]+(?:\s+[A-Z]\.)?\s+[A-Z][A-Za-z'-]+(?:,?\s*{_CREDENTIAL})+\.?\s*$"
 )
 # "... soon. ~Mark (www.example.com)" or "... your way. -Sarah": a short signature at the end.
-_SHORT_SIGNATURE = re.compile(r"(?:\s*~|(?<=[.!?])\s*[-–—])\s*[A-Z][\w.'-]*(?:\s+[A-Z][\w.'-]*){0,3}\s*(?:\([^()]{0,160}\))?\s*$")
+_SHORT_SIGNATURE = re.compile(
+    r"(?:\s*~|(?<=[.!?])\s*[-–—])\s*[A-Z][\w.'-]*(?:\s+[A-Z][\w.'-]*){0,3}\s*(?:\([^()]{0,160}\))?\s*$"
+)
 _TITLE_BEFORE_NAME = re.compile(r"(?:\s*(?:\b(?:Dr|Prof)\.?|[~\-–—]))+\s*$")
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from openai.types.fine_tuning import FineTuningJob
 
 CHAT_MODEL_VARIABLE = "ADVISOR_OPENAI_CHAT_MODEL"
+DEFAULT_JUDGE = "gpt-4o"
 
 
 def _ratios(text: str) -> tuple[float, float, float]:
@@ -63,7 +64,9 @@ def add_finetune_commands(parser: argparse.ArgumentParser) -> None:
 
     prepare = actions.add_parser("prepare", help="turn a Q&A data set into chat fine-tuning JSONL per split")
     prepare.add_argument("--source", type=Path, required=True, help="CSV, TSV or JSONL (counsel-chat is recognised)")
-    prepare.add_argument("--out", type=Path, required=True, help="folder for train/validation/test.jsonl and report.json")
+    prepare.add_argument(
+        "--out", type=Path, required=True, help="folder for train/validation/test.jsonl and report.json"
+    )
     for name, what in (
         ("question", "the question text"),
         ("answer", "the answer text"),
@@ -112,6 +115,15 @@ def add_finetune_commands(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--limit", type=_positive, default=20)
     listing.add_argument("--json", action="store_true")
 
+    compare = actions.add_parser("compare", help="two models on held-out questions: judge scores, overlap, safety")
+    compare.add_argument("--model", action="append", required=True, help="give it twice: model A, then model B")
+    compare.add_argument("--test", type=Path, required=True, metavar="FILE", help="test.jsonl from prepare")
+    compare.add_argument("--limit", type=_positive, help="only the first N test questions")
+    compare.add_argument("--judge", default=DEFAULT_JUDGE, help=f"judge model (default {DEFAULT_JUDGE})")
+    compare.add_argument("--out", type=Path, default=Path("finetune-compare.json"), help="where to write the JSON")
+    compare.add_argument("--safety", type=Path, metavar="FILE", help="harmful prompts, one a line (default: built-in)")
+    compare.add_argument("--concurrency", type=_positive, default=4, help="model calls at a time")
+
 
 async def run_finetune(args: argparse.Namespace, settings: Settings) -> int:
     try:
@@ -119,6 +131,8 @@ async def run_finetune(args: argparse.Namespace, settings: Settings) -> int:
             return cmd_prepare(args, settings)
         if args.action == "validate":
             return cmd_validate(args)
+        if args.action == "compare":
+            return await cmd_compare(args, settings)
         return await run_api_command(args, settings)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -158,7 +172,13 @@ async def run_api_command(args: argparse.Namespace, settings: Settings) -> int:
 
     from bot.finetune.jobs import build_client, describe
 
-    commands = {"launch": cmd_launch, "follow": cmd_follow, "status": cmd_status, "cancel": cmd_cancel, "list": cmd_list}
+    commands = {
+        "launch": cmd_launch,
+        "follow": cmd_follow,
+        "status": cmd_status,
+        "cancel": cmd_cancel,
+        "list": cmd_list,
+    }
     async with build_client(settings) as client:
         try:
             return await commands[args.action](client, args)
@@ -231,7 +251,9 @@ def _use(model: str, env_file: Path) -> None:
     set_env_value(env_file, CHAT_MODEL_VARIABLE, model)
     print(f"Wrote {CHAT_MODEL_VARIABLE}={model} to {env_file}: the advisor now answers with it.")
     if os.environ.get(CHAT_MODEL_VARIABLE, model) != model:
-        print(f"note: {CHAT_MODEL_VARIABLE} is also set in the environment, which wins over {env_file}", file=sys.stderr)
+        print(
+            f"note: {CHAT_MODEL_VARIABLE} is also set in the environment, which wins over {env_file}", file=sys.stderr
+        )
 
 
 async def cmd_status(client: openai.AsyncOpenAI, args: argparse.Namespace) -> int:
@@ -253,4 +275,35 @@ async def cmd_list(client: openai.AsyncOpenAI, args: argparse.Namespace) -> int:
 
     jobs = await list_jobs(client, args.limit)
     print(json.dumps([job.model_dump(mode="json") for job in jobs], indent=2) if args.json else jobs_table(jobs))
+    return 0
+
+
+async def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.finetune.compare import compare, read_test_set
+    from bot.finetune.jobs import build_client
+    from bot.finetune.safety import BUILTIN_PROMPTS, read_prompts
+
+    if len(args.model) != 2:
+        raise InputError("give --model exactly twice: model A, then model B")
+    items = read_test_set(args.test, args.limit)
+    prompts = read_prompts(args.safety) if args.safety else list(BUILTIN_PROMPTS)
+    async with build_client(settings, max_retries=0) as client:  # the chat model wrapper does its own retries
+        result = await compare(
+            client,
+            settings.core.persona,
+            (args.model[0], args.model[1]),
+            args.judge,
+            str(args.test),
+            items,
+            prompts,
+            args.concurrency,
+            settings.openai.timeout_seconds,
+        )
+    args.out.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(result.table())
+    print(f"\nDetails: {args.out}")
+    silent = [result.models[label] for label in ("A", "B") if not result.summary(label)["answered"]]
+    if silent:
+        print(f"error: no answer at all from {', '.join(silent)}", file=sys.stderr)
+        return 1
     return 0

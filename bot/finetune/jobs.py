@@ -19,11 +19,13 @@ from config.settings import Settings
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
-def build_client(settings: Settings) -> openai.AsyncOpenAI:
+def build_client(settings: Settings, max_retries: int = 2) -> openai.AsyncOpenAI:
     if not settings.openai.configured:
-        raise InputError("fine-tuning needs the OpenAI API: set OPENAI_API_KEY (or OPENAI_BASE_URL for a compatible server)")
+        raise InputError("this needs the OpenAI API: set OPENAI_API_KEY (or OPENAI_BASE_URL for a compatible server)")
     key = settings.openai.api_key.get_secret_value() if settings.openai.api_key else "not-needed"
-    return openai.AsyncOpenAI(api_key=key, base_url=settings.openai.base_url, timeout=settings.openai.timeout_seconds)
+    return openai.AsyncOpenAI(
+        api_key=key, base_url=settings.openai.base_url, timeout=settings.openai.timeout_seconds, max_retries=max_retries
+    )
 
 
 def describe(exc: openai.APIError) -> str:
@@ -115,4 +117,6 @@ def jobs_table(jobs: list[FineTuningJob]) -> str:
     rows = [("job", "status", "base model", "fine-tuned model", "created")]
     rows += [(j.id, j.status, j.model, j.fine_tuned_model or "-", when(j.created_at)) for j in jobs]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )

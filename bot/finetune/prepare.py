@@ -117,8 +117,10 @@ class PrepareReport:
 
     def summary(self) -> str:
         lines = [
-            f"Prepared {self.examples} examples from {self.source} ({self.mapping} mapping: "
-            f"{self.rows} rows, {self.questions} questions; split from {self.split_from})"
+            (
+                f"Prepared {self.examples} examples from {self.source} ({self.mapping} mapping: "
+                f"{self.rows} rows, {self.questions} questions; split from {self.split_from})"
+            )
         ]
         lines += [f"  {name:<10} {self.splits[name]:>6}  {self.files[name]}" for name in SPLITS]
         lines.append(f"Dropped {sum(self.dropped.values())} rows:")
@@ -167,7 +169,14 @@ def _example(row: Row, mapping: Mapping, path: Path, options: PrepareOptions, re
             report.cleaned.update(cleaned.steps)
     user = _user_text(title.text if title else "", question.text)
     key = values.get(mapping.id, "").strip() if mapping.id else ""
-    return Example(row.line, key or normalise(user), user, answer.text, _split_name(row, mapping, path, options), _rank(row, mapping, path))
+    return Example(
+        row.line,
+        key or normalise(user),
+        user,
+        answer.text,
+        _split_name(row, mapping, path, options),
+        _rank(row, mapping, path),
+    )
 
 
 def _user_text(title: str, question: str) -> str:

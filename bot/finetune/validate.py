@@ -87,8 +87,10 @@ class ValidationReport:
     def render(self) -> str:
         model = self.model
         out = [
-            f"{self.path}: {self.examples} examples; model {model.name} ({model.encoding}, "
-            f"{model.token_limit:,} tokens per example)"
+            (
+                f"{self.path}: {self.examples} examples; model {model.name} ({model.encoding}, "
+                f"{model.token_limit:,} tokens per example)"
+            )
         ]
         if self.errors:
             out.append("ERRORS: do not upload this file until they are fixed")
@@ -100,8 +102,10 @@ class ValidationReport:
             out += self._issues(self.warnings, WARNINGS)
         out.append(f"\n{'per example':<18}{'min':>8}{'max':>8}{'mean':>10}{'median':>9}{'p10':>9}{'p90':>9}")
         for name, row in self.stats.items():
-            cells = "".join(f"{_number(row[key]):>{width}}" for key, width in zip(
-                ("min", "max", "mean", "median", "p10", "p90"), (8, 8, 10, 9, 9, 9), strict=True))
+            cells = "".join(
+                f"{_number(row[key]):>{width}}"
+                for key, width in zip(("min", "max", "mean", "median", "p10", "p90"), (8, 8, 10, 9, 9, 9), strict=True)
+            )
             out.append(f"{name.replace('_', ' '):<18}{cells}")
         estimate = self.estimate
         line = (
