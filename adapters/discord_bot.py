@@ -262,8 +262,8 @@ class DiscordAdapter:
         roles = {str(role.id) for role in getattr(user, "roles", [])}
         if roles & set(self.admins.discord_role_ids):
             return True
-        permissions = getattr(user, "guild_permissions", None)
-        return bool(permissions and (permissions.manage_guild or permissions.administrator))
+        permissions = interaction.permissions  # as Discord resolved them for this member and channel
+        return bool(interaction.guild_id and (permissions.manage_guild or permissions.administrator))
 
     def _commands(self) -> app_commands.Group:
         # Discord sets default_member_permissions per top-level command only, so /advisor stays
