@@ -143,6 +143,11 @@ class DiscordAdapter:
                 return False
         return target.author.id == self.client.user.id
 
+    async def _answered_in_thread(self, message: discord.Message) -> bool:
+        """A thread the bot was summoned into is one conversation: later messages need no mention."""
+        key = f"discord:{message.guild.id if message.guild else 'dm'}:{message.channel.parent_id}:{message.channel.id}"  # type: ignore[union-attr]
+        return any(turn.role == "assistant" for turn in await self.engine.memory.history(key))
+
     async def _root(self, message: discord.Message) -> int:
         """The first message of the reply chain (cached, bounded; at most 50 hops back)."""
         current, seen = message, [message.id]
@@ -180,6 +185,8 @@ class DiscordAdapter:
             text = re.sub(rf"<@!?{me.id}>", "", text).strip()
         in_dm = message.guild is None
         addressed = in_dm or (me is not None and me in message.mentions) or await self._replied_to_bot(message)
+        if not addressed and isinstance(message.channel, discord.Thread):
+            addressed = await self._answered_in_thread(message)
         if not addressed:
             self._ignore("a guild message that neither mentions nor replies to the bot")
             return

@@ -318,3 +318,16 @@ async def test_feedback_button_is_stored(start: Any) -> None:
     assert reply["data"]["content"] == "Thanks for the feedback."
     turns = await bot.adapter.engine.memory.history(f"discord:dm:{dp.DM_CHANNEL_ID}:{[m for m in bot.fake.messages_in(dp.DM_CHANNEL_ID)][0]['id']}")
     assert [t.feedback for t in turns if t.role == "assistant"] == [1]
+
+
+async def test_a_thread_the_bot_was_summoned_into_is_one_conversation(start: Any) -> None:
+    bot = await start()
+    await bot.say(f"<@{dp.BOT_ID}> How big should my emergency fund be?", channel_id=dp.THREAD_ID)
+    await until(lambda: bot.finished(dp.THREAD_ID))
+    await bot.say("and where should I keep it?", channel_id=dp.THREAD_ID)  # no mention
+    await until(lambda: len(bot.sent(dp.THREAD_ID)) == 2)
+    turns = await bot.adapter.engine.memory.history(f"discord:{dp.GUILD_ID}:{dp.CHANNEL_ID}:{dp.THREAD_ID}")
+    assert [t.role for t in turns] == ["user", "assistant", "user", "assistant"]
+    await bot.say("chatter in the main channel")
+    await bot.quiet()
+    assert bot.sent() == []
