@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim_slack = sim_platforms.add_parser("slack", help="Events API, slash command or interactivity bodies, one a file")
     sim_slack.add_argument("files", nargs="+", type=Path, metavar="FILE")
     sim_slack.add_argument("--bot-user-id", help="who the bot is (default: from the payload's authorizations)")
+    sim_discord = sim_platforms.add_parser("discord", help="gateway dispatches (MESSAGE_CREATE, INTERACTION_CREATE), one a file")
+    sim_discord.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    sim_discord.add_argument("--bot-user-id", help="who the bot is (default: 100000000000000001)")
 
     platforms.add_parser("discord", help="Discord: the gateway bot (needs DISCORD_TOKEN and the Message Content intent)")
 
@@ -325,6 +328,24 @@ async def cmd_simulate_slack(settings: Settings, files: list[Path], bot_user_id:
     return 0
 
 
+async def cmd_simulate_discord(settings: Settings, files: list[Path], bot_user_id: str | None) -> int:
+    from adapters.simulate_discord import SimulationInputError, read_dispatch, simulate
+    from bot.wiring import build_services
+
+    try:
+        for path in files:
+            read_dispatch(path)
+    except SimulationInputError as exc:
+        raise UsageError(str(exc)) from exc
+    services = await build_services(settings)
+    try:
+        for line in await simulate(files, services.engine, services.admin, settings, bot_user_id):
+            print(json.dumps(line, ensure_ascii=False))
+    finally:
+        await services.close()
+    return 0
+
+
 async def cmd_eval_retrieval(settings: Settings, args: argparse.Namespace) -> int:
     from retrieval.embedders import build_embedder
     from retrieval.evaluate import evaluate
@@ -372,6 +393,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return await cmd_chat(settings)
     if args.command == "ask":
         return await cmd_ask(settings, args.question, args.json)
+    if args.command == "simulate" and args.platform == "discord":
+        return await cmd_simulate_discord(settings, args.files, args.bot_user_id)
     if args.command == "simulate":
         return await cmd_simulate_slack(settings, args.files, args.bot_user_id)
     if args.command == "run" and args.platform == "discord":
