@@ -20,6 +20,8 @@ from typing import Any
 import discord
 from aiohttp import web
 
+from adapters.simulate_common import settle
+
 Json = dict[str, Any]
 DEFAULT_BOT_ID = "100000000000000001"
 DISCORD_EPOCH_MS = 1_420_070_400_000
@@ -36,7 +38,7 @@ class Dispatch:
     data: Json
 
 
-def read_dispatch(path: Path) -> Dispatch:
+def read_input(path: Path) -> Dispatch:
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -162,16 +164,6 @@ def _guild(guild_id: str) -> Json:
             "unavailable": False}
 
 
-async def _settle(before: set[asyncio.Task[Any]], timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    current = asyncio.current_task()
-    while time.monotonic() < deadline:
-        pending = [t for t in asyncio.all_tasks() if t not in before and t is not current and not t.done()]
-        if not pending:
-            return
-        await asyncio.wait(pending, timeout=0.05)
-
-
 def _lines(file: str, calls: list[Json]) -> list[Json]:
     return [{"platform": "discord", "file": file, "method": c["method"], "path": c["path"], "body": c["body"]} for c in calls]
 
@@ -179,7 +171,7 @@ def _lines(file: str, calls: list[Json]) -> list[Json]:
 async def simulate(paths: list[Path], engine: Any, admin: Any, settings: Any, bot_user_id: str | None) -> list[Json]:
     from adapters.discord_bot import DiscordAdapter, intents
 
-    dispatches = [read_dispatch(path) for path in paths]  # all checked before anything runs
+    dispatches = [read_input(path) for path in paths]  # all checked before anything runs
     output: list[Json] = []
     original_base = discord.http.Route.BASE
     async with DiscordRecorder(bot_user_id or DEFAULT_BOT_ID) as recorder:
@@ -199,7 +191,7 @@ async def simulate(paths: list[Path], engine: Any, admin: Any, settings: Any, bo
                 first_call, first_ignored = len(recorder.calls), len(adapter.ignored)
                 before = set(asyncio.all_tasks())
                 state.parsers[dispatch.event](dispatch.data)
-                await _settle(before)
+                await settle(before)
                 lines = _lines(dispatch.file, recorder.calls[first_call:])
                 if not lines:
                     reasons = list(adapter.ignored)[first_ignored:] or ["nothing for the bot to answer"]

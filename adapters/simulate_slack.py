@@ -23,6 +23,8 @@ from aiohttp import web
 from pydantic import SecretStr
 from slack_sdk.signature import SignatureVerifier
 
+from adapters.simulate_common import settle
+
 Json = dict[str, Any]
 
 
@@ -39,7 +41,7 @@ class Payload:
     bot_user_id: str | None = None
 
 
-def read_payload(path: Path) -> Payload:
+def read_input(path: Path) -> Payload:
     """Check one recorded body and say what it is."""
     try:
         raw = path.read_bytes()
@@ -143,17 +145,6 @@ def _with_local_response_url(payload: Payload, recorder: SlackRecorder) -> bytes
     return urlencode(fields).encode()
 
 
-async def _settle(before: set[asyncio.Task[Any]], timeout: float = 300.0) -> None:
-    """Wait for the work the request started (bolt runs listeners as tasks after the ack)."""
-    deadline = time.monotonic() + timeout
-    current = asyncio.current_task()
-    while time.monotonic() < deadline:
-        pending = [t for t in asyncio.all_tasks() if t not in before and t is not current and not t.done()]
-        if not pending:
-            return
-        await asyncio.wait(pending, timeout=0.05)
-
-
 def _lines(file: str, calls: list[Json]) -> Iterator[Json]:
     for call in calls:
         record = {"platform": "slack", "file": file, "method": call["method"]}
@@ -166,7 +157,7 @@ async def simulate(paths: list[Path], engine: Any, admin: Any, settings: Any, bo
     """Run every file through one adapter; the JSON lines to print, in order."""
     from adapters.slack import SlackAdapter, build_client
 
-    payloads = [read_payload(path) for path in paths]  # all checked before any runs
+    payloads = [read_input(path) for path in paths]  # all checked before any runs
     bot = bot_user_id or next((p.bot_user_id for p in payloads if p.bot_user_id), None) or "USIMBOT"
     secret = secrets.token_hex(16)
     slack = settings.slack.model_copy(update={"signing_secret": SecretStr(secret)})
@@ -202,7 +193,7 @@ async def _one(session: aiohttp.ClientSession, url: str, payload: Payload, recor
     before = set(asyncio.all_tasks())
     async with session.post(url, data=body, headers=headers) as response:
         status, text = response.status, await response.text()
-    await _settle(before)
+    await settle(before)
     lines: list[Json] = []
     if payload.kind in {"url_verification", "command"} or status != 200:
         try:

@@ -310,36 +310,21 @@ async def cmd_run_discord(settings: Settings) -> int:
     return 0
 
 
-async def cmd_simulate_slack(settings: Settings, files: list[Path], bot_user_id: str | None) -> int:
-    from adapters.simulate_slack import SimulationInputError, read_payload, simulate
+async def cmd_simulate(settings: Settings, platform: str, files: list[Path], bot_user_id: str | None) -> int:
+    """Check every file first (bad input runs nothing), then feed them through one adapter."""
+    from importlib import import_module
+
     from bot.wiring import build_services
 
-    try:
-        for path in files:  # fail on bad input before anything is built
-            read_payload(path)
-    except SimulationInputError as exc:
-        raise UsageError(str(exc)) from exc
-    services = await build_services(settings)
-    try:
-        for line in await simulate(files, services.engine, services.admin, settings, bot_user_id):
-            print(json.dumps(line, ensure_ascii=False))
-    finally:
-        await services.close()
-    return 0
-
-
-async def cmd_simulate_discord(settings: Settings, files: list[Path], bot_user_id: str | None) -> int:
-    from adapters.simulate_discord import SimulationInputError, read_dispatch, simulate
-    from bot.wiring import build_services
-
+    module = import_module(f"adapters.simulate_{platform}")
     try:
         for path in files:
-            read_dispatch(path)
-    except SimulationInputError as exc:
+            module.read_input(path)
+    except module.SimulationInputError as exc:
         raise UsageError(str(exc)) from exc
     services = await build_services(settings)
     try:
-        for line in await simulate(files, services.engine, services.admin, settings, bot_user_id):
+        for line in await module.simulate(files, services.engine, services.admin, settings, bot_user_id):
             print(json.dumps(line, ensure_ascii=False))
     finally:
         await services.close()
@@ -393,10 +378,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return await cmd_chat(settings)
     if args.command == "ask":
         return await cmd_ask(settings, args.question, args.json)
-    if args.command == "simulate" and args.platform == "discord":
-        return await cmd_simulate_discord(settings, args.files, args.bot_user_id)
     if args.command == "simulate":
-        return await cmd_simulate_slack(settings, args.files, args.bot_user_id)
+        return await cmd_simulate(settings, args.platform, args.files, args.bot_user_id)
     if args.command == "run" and args.platform == "discord":
         return await cmd_run_discord(settings)
     if args.command == "run":
