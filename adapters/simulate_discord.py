@@ -13,7 +13,7 @@ import itertools
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ class DiscordRecorder:
             "channel_id": channel_id,
             "author": self.bot,
             "content": body.get("content") or "",
-            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "timestamp": datetime.now(UTC).isoformat(),
             "edited_timestamp": None,
             "tts": False,
             "mention_everyone": False,

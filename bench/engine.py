@@ -19,25 +19,24 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import openai  # noqa: E402
-from fakes.openai_server import FakeOpenAI  # noqa: E402
+import openai
+from fakes.openai_server import FakeOpenAI
 
-from bot.engine import Engine  # noqa: E402
-from bot.memory import SqliteMemory  # noqa: E402
-from bot.models import Final, IncomingMessage  # noqa: E402
-from bot.openai_model import OpenAIChatModel  # noqa: E402
-from config.settings import load_settings  # noqa: E402
-from retrieval.embedders import OnnxMiniLMEmbedder  # noqa: E402
-from retrieval.evaluate import percentile  # noqa: E402
-from retrieval.ingest import Ingestor  # noqa: E402
-from retrieval.retriever import HybridRetriever  # noqa: E402
-from retrieval.sparse import Bm25Encoder  # noqa: E402
-from retrieval.store_edge import EdgeStore  # noqa: E402
+from bot.engine import Engine
+from bot.memory import SqliteMemory
+from bot.models import Final, IncomingMessage
+from bot.openai_model import OpenAIChatModel
+from config.settings import load_settings
+from retrieval.embedders import OnnxMiniLMEmbedder
+from retrieval.evaluate import percentile
+from retrieval.ingest import Ingestor
+from retrieval.retriever import HybridRetriever
+from retrieval.sparse import Bm25Encoder
+from retrieval.store_edge import EdgeStore
 
 ANSWER = "Keep three to six months of essential expenses in an easy-access account [1]. " * 4
 QUESTIONS = ["How big should my emergency fund be?", "Which debt should I pay first?", "How do I ask for a raise?"]

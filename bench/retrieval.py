@@ -23,15 +23,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.models import Chunk  # noqa: E402
-from config.settings import load_settings  # noqa: E402
-from retrieval.chunking import chunk_document, embedding_text  # noqa: E402
-from retrieval.embedders import OnnxMiniLMEmbedder  # noqa: E402
-from retrieval.evaluate import evaluate, load_queries, percentile  # noqa: E402
-from retrieval.loaders import load  # noqa: E402
-from retrieval.sparse import Bm25Encoder  # noqa: E402
-from retrieval.store_edge import EdgeStore  # noqa: E402
-from retrieval.store_qdrant import QdrantClientStore  # noqa: E402
+from bot.models import Chunk
+from config.settings import load_settings
+from retrieval.chunking import chunk_document, embedding_text
+from retrieval.embedders import OnnxMiniLMEmbedder
+from retrieval.evaluate import evaluate, load_queries, percentile
+from retrieval.loaders import load
+from retrieval.sparse import Bm25Encoder
+from retrieval.store_edge import EdgeStore
+from retrieval.store_qdrant import QdrantClientStore
 
 DATASETS = {
     "scifact": ("scifact/corpus.jsonl", "scifact/queries.jsonl", "scifact/qrels/test.tsv"),

@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bot.ports import IndexReport, Indexer
+from bot.ports import Indexer, IndexReport
 
 
 class AdminError(Exception):

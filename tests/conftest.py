@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from config.settings import GROUPS, Settings, load_settings
+from retrieval.embedders import OnnxMiniLMEmbedder
 from retrieval.ingest import Ingestor
 from retrieval.retriever import HybridRetriever
 from retrieval.sparse import Bm25Encoder
 from retrieval.store_edge import EdgeStore
-
-from config.settings import GROUPS, Settings, load_settings
-from retrieval.embedders import OnnxMiniLMEmbedder
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -71,6 +73,30 @@ async def retriever(tmp_path: Path, kb_dir: Path, embedder: Any) -> AsyncIterato
     await Ingestor(store, embedder, Bm25Encoder()).run([kb])
     yield HybridRetriever(store, embedder, Bm25Encoder(), load_settings(None).retrieval)
     await store.close()
+
+
+@contextmanager
+def serving_in_thread(server: Any) -> Iterator[Any]:
+    """Run an async-context-manager fake on its own loop in a thread, so a command under test
+    can call asyncio.run() in the test's thread."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop: list[asyncio.Event] = []
+
+    async def serve() -> None:
+        stop.append(asyncio.Event())
+        async with server:
+            ready.set()
+            await stop[0].wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(10), "the fake server did not start"
+    try:
+        yield server
+    finally:
+        loop.call_soon_threadsafe(stop[0].set)
+        thread.join(10)
 
 
 def minimal_pdf(pages: list[str]) -> bytes:

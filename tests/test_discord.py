@@ -52,6 +52,11 @@ class Bot:
         edits = self.edits(channel)
         return edits[-1]["json"]["content"] if edits else self.sent(channel)[0]["content"]
 
+    def answers(self, channel: str = dp.CHANNEL_ID) -> int:
+        """Finished answers: messages (as sent or edited) that carry the feedback buttons."""
+        bodies = self.sent(channel) + [e["json"] for e in self.edits(channel)]
+        return sum(1 for body in bodies if body.get("components"))
+
     def finished(self, channel: str = dp.CHANNEL_ID) -> bool:
         """An answer is finished when its last message carries the feedback buttons."""
         bodies = self.sent(channel) + [e["json"] for e in self.edits(channel)]
@@ -151,7 +156,7 @@ async def test_guild_mentions_and_replies_to_the_bot_are_answered(start: Any) ->
         message_reference={"message_id": answer_id, "channel_id": dp.CHANNEL_ID, "guild_id": dp.GUILD_ID},
         type=19,
     )
-    await until(lambda: len(bot.sent()) == 2)
+    await until(lambda: len(bot.sent()) == 2 and bot.answers() == 2)
     assert str(bot.sent()[1]["message_reference"]["message_id"]) == follow_up["id"]
     turns = await bot.adapter.engine.memory.history(f"discord:{dp.GUILD_ID}:{dp.CHANNEL_ID}:{mention['id']}")
     assert [t.role for t in turns] == ["user", "assistant", "user", "assistant"]  # one reply chain, one conversation
@@ -325,7 +330,7 @@ async def test_a_thread_the_bot_was_summoned_into_is_one_conversation(start: Any
     await bot.say(f"<@{dp.BOT_ID}> How big should my emergency fund be?", channel_id=dp.THREAD_ID)
     await until(lambda: bot.finished(dp.THREAD_ID))
     await bot.say("and where should I keep it?", channel_id=dp.THREAD_ID)  # no mention
-    await until(lambda: len(bot.sent(dp.THREAD_ID)) == 2)
+    await until(lambda: len(bot.sent(dp.THREAD_ID)) == 2 and bot.answers(dp.THREAD_ID) == 2)
     turns = await bot.adapter.engine.memory.history(f"discord:{dp.GUILD_ID}:{dp.CHANNEL_ID}:{dp.THREAD_ID}")
     assert [t.role for t in turns] == ["user", "assistant", "user", "assistant"]
     await bot.say("chatter in the main channel")

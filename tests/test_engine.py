@@ -11,8 +11,8 @@ from typing import Any
 
 import openai
 import pytest
-from qdrant_client import AsyncQdrantClient
 from fakes.openai_server import FakeOpenAI
+from qdrant_client import AsyncQdrantClient
 
 from bot.engine import NOT_IN_KNOWLEDGE_BASE, Engine
 from bot.memory import SqliteMemory
@@ -22,6 +22,7 @@ from config.settings import Settings, load_settings
 from retrieval.retriever import HybridRetriever
 from retrieval.sparse import Bm25Encoder
 from retrieval.store_qdrant import QdrantClientStore
+
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpenAI]:
@@ -127,7 +128,7 @@ async def test_memory_survives_a_restart(tmp_path: Path, retriever: HybridRetrie
 
 async def test_conversations_are_isolated_under_load(tmp_path: Path, retriever: HybridRetriever) -> None:
     engine = make_engine(tmp_path, retriever, settings=load_settings(None))
-    engine.user_limit.rate = engine.conversation_limit.rate = 10_000.0  # noqa: the load is the point here
+    engine.user_limit.rate = engine.conversation_limit.rate = 10_000.0  # the load is the point here
 
     async def converse(n: int) -> None:
         for turn in range(3):

@@ -21,12 +21,11 @@ import openai
 import pytest
 import pytest_asyncio
 import yaml
+from fakes.openai_server import MODERATION_CATEGORIES, FakeOpenAI, embedding_vector
 from jsonschema import Draft202012Validator
 from openai import AsyncOpenAI
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
-
-from fakes.openai_server import MODERATION_CATEGORIES, FakeOpenAI, embedding_vector
 
 SPEC_PATH = (
     Path(__file__).resolve().parents[2]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import threading
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from conftest import serving_in_thread
 from fakes.openai_server import FakeOpenAI
 
 from bot.cli import main
@@ -24,26 +24,10 @@ GOOD = DATA / "good.jsonl"
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
     """The fake server on its own loop in a thread, so the command can run its own asyncio loop."""
-    server = FakeOpenAI()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    stop: asyncio.Event | None = None
-
-    async def serve() -> None:
-        nonlocal stop
-        stop = asyncio.Event()
-        async with server:
-            ready.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
-    yield server
-    loop.call_soon_threadsafe(stop.set)  # type: ignore[union-attr]
-    thread.join(10)
+    with serving_in_thread(FakeOpenAI()) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
+        yield server
 
 
 def start_job(fake: FakeOpenAI) -> str:

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from conftest import minimal_pdf
 
+from config.settings import load_settings
 from retrieval.ingest import Ingestor
 from retrieval.retriever import HybridRetriever
 from retrieval.sparse import Bm25Encoder
 from retrieval.store_edge import EdgeStore
-from config.settings import load_settings
 
 
 class CountingEmbedder:

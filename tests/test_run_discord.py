@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 
 import pytest
+from conftest import serving_in_thread
 from fakes import discord_payloads as dp
 from fakes.discord_api import FakeDiscord
 
@@ -14,24 +13,10 @@ from bot.cli import main
 
 
 def serve_in_thread(monkeypatch: pytest.MonkeyPatch, **options: object) -> Iterator[FakeDiscord]:
-    """The fake on its own loop, so the command can run asyncio.run in this thread."""
-    fake = FakeDiscord(**options)  # type: ignore[arg-type]
-    loop = asyncio.new_event_loop()
-    ready, stop = threading.Event(), asyncio.Event()
-
-    async def serve() -> None:
-        async with fake:
-            ready.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    fake.patch(monkeypatch)
-    monkeypatch.setenv("DISCORD_TOKEN", dp.BOT_TOKEN)
-    yield fake
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
+    with serving_in_thread(FakeDiscord(**options)) as fake:  # type: ignore[arg-type]
+        fake.patch(monkeypatch)
+        monkeypatch.setenv("DISCORD_TOKEN", dp.BOT_TOKEN)
+        yield fake
 
 
 @pytest.fixture
