@@ -31,6 +31,7 @@ EDIT_INTERVAL = 1.2  # seconds between edits: Discord allows about 5 per 5 s per
 ANSWERED_TYPES = {discord.MessageType.default, discord.MessageType.reply}
 FEEDBACK_PREFIX = "advisor:feedback:"
 NO_PINGS = discord.AllowedMentions.none()
+SORRY = "Sorry, something went wrong on my side and I couldn't answer. Please try again in a moment."
 
 
 def intents() -> discord.Intents:
@@ -213,6 +214,9 @@ class DiscordAdapter:
         except discord.HTTPException as exc:
             self.dedupe.release(str(message.id))
             log.error("posting the answer in channel %s failed: %s", channel.id, exc)
+        except Exception:  # a bug or an outage inside the engine: say so rather than stay silent
+            log.exception("answering message %s failed", message.id)
+            await message.reply(SORRY, mention_author=False, allowed_mentions=NO_PINGS)
 
     async def _stream(self, message: discord.Message, incoming: IncomingMessage) -> None:
         """Typing, the first part as soon as there is text, throttled edits, further parts as needed."""

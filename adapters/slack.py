@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 USER_SUBTYPES = {None, "file_share", "thread_broadcast"}
 UPDATE_INTERVAL = 1.0  # seconds between edits of one channel's messages (chat.update is Tier 3)
 PLACEHOLDER = "_Thinking…_"
+SORRY = "Sorry, something went wrong on my side and I couldn't answer. Please try again in a moment."
 HELP = (
     "*/advisor* commands:\n"
     "• `ask <question>`: an answer only you can see\n"
@@ -217,16 +218,23 @@ class SlackAdapter:
         streamed = ""
         final: Final | None = None
         notices: list[Notice] = []
-        async for event in self.engine.answer(message):
-            if isinstance(event, TextDelta):
-                streamed += event.text
-                if self.pacer.ready(channel):
-                    await self.pacer.wait(channel)
-                    await self.client.chat_update(channel=channel, ts=message_ts, text=preview(streamed))
-            elif isinstance(event, Notice) and event.kind == "trimmed":
-                notices.append(event)
-            elif isinstance(event, Final):
-                final = event
+        try:
+            async for event in self.engine.answer(message):
+                if isinstance(event, TextDelta):
+                    streamed += event.text
+                    if self.pacer.ready(channel):
+                        await self.pacer.wait(channel)
+                        await self.client.chat_update(channel=channel, ts=message_ts, text=preview(streamed))
+                elif isinstance(event, Notice) and event.kind == "trimmed":
+                    notices.append(event)
+                elif isinstance(event, Final):
+                    final = event
+        except SlackApiError:
+            raise
+        except Exception:  # a bug or an outage inside the engine: say so instead of "Thinking…" forever
+            log.exception("answering %s failed", message.message_id)
+            await self.client.chat_update(channel=channel, ts=message_ts, text=SORRY)
+            return
         assert final is not None
         text = "\n\n".join([*(f"_{n.text}_" for n in notices), final.text]) if notices else final.text
         messages = answer_messages(text, final.citations, final.turn_id)

@@ -336,3 +336,11 @@ async def test_a_thread_the_bot_was_summoned_into_is_one_conversation(start: Any
     await bot.say("chatter in the main channel")
     await bot.quiet()
     assert bot.sent() == []
+
+
+async def test_an_engine_failure_is_told_not_swallowed(start: Any) -> None:
+    bot = await start()
+    await bot.adapter.engine.memory.close()  # memory unusable: the engine cannot answer
+    await bot.say(f"<@{dp.BOT_ID}> emergency fund size?")
+    (reply,) = await until(bot.sent)
+    assert reply["content"].startswith("Sorry, something went wrong on my side")

@@ -412,3 +412,11 @@ async def test_socket_mode_acks_answers_and_dedupes_retries(make: Any, slack: Fa
         assert len(harness.finals()) == 1 and len(harness.posts()) == 1
     finally:
         await handler.close_async()
+
+
+async def test_an_engine_failure_replaces_the_placeholder(make: Any, tmp_path: Path) -> None:
+    harness = await make()
+    await harness.adapter.engine.memory.close()  # memory unusable: the engine cannot answer
+    await harness.post(sp.dm_message("emergency fund size?"))
+    (update,) = await until(lambda: harness.posts("chat.update"))
+    assert update["text"].startswith("Sorry, something went wrong on my side")
