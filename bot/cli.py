@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--mode", choices=["dense", "sparse", "hybrid"], action="append")
     retrieval.add_argument("--engine", choices=["edge", "local"], default="edge", help="embedded engine to index into")
     retrieval.add_argument("--json", action="store_true")
+    crisis = evaluate.add_parser(
+        "crisis", help="crisis protocol through the full engine: all crisis messages caught, at most 5%% false alarms"
+    )
+    crisis.add_argument("--crisis", type=Path, required=True, metavar="FILE", help="crisis messages, one a line")
+    crisis.add_argument("--benign", type=Path, required=True, metavar="FILE", help="ordinary messages, one a line")
+    crisis.add_argument("--json", action="store_true")
 
     add_finetune_commands(commands.add_parser("finetune", help="prepare, validate, launch and compare fine-tunes"))
     return parser
@@ -248,7 +254,7 @@ async def cmd_ask(settings: Settings, question: str, as_json: bool) -> int:
             from adapters.console import format_sources
 
             print("\nSources:\n" + format_sources(final.citations))
-    return 0 if final.mode in {"model", "offline"} else 1
+    return 0 if final.mode in {"model", "offline", "crisis"} else 1
 
 
 async def cmd_run_slack(settings: Settings, http: bool, port: int | None) -> int:
@@ -350,6 +356,26 @@ async def cmd_eval_retrieval(settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
+async def cmd_eval_crisis(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0 when the targets are met, 1 when not."""
+    from bot.safety.crisis_eval import engine_answer, evaluate, read_messages
+    from bot.wiring import build_engine, build_retrieval
+
+    try:
+        crisis, benign = read_messages(args.crisis), read_messages(args.benign)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    stack = await build_retrieval(settings)
+    engine = await build_engine(settings, stack)
+    try:
+        report = await evaluate(engine_answer(engine), crisis, benign)
+    finally:
+        await engine.memory.close()
+        await stack.close()
+    print(json.dumps(report.to_json(), ensure_ascii=False) if args.json else report.table())
+    return 0 if report.passed else 1
+
+
 def cmd_config_check(settings: Settings) -> int:
     for group, rows in settings.masked().items():
         print(f"[{group}]")
@@ -384,6 +410,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return await cmd_run_discord(settings)
     if args.command == "run":
         return await cmd_run_slack(settings, args.http, args.port)
+    if args.command == "eval" and args.action == "crisis":
+        return await cmd_eval_crisis(settings, args)
     if args.command == "eval":
         return await cmd_eval_retrieval(settings, args)
     if args.command == "finetune":

@@ -19,6 +19,8 @@ from bot.models import Citations, Final, Hit, IncomingMessage, Notice, ReplyEven
 from bot.ports import ChatModel, ModelError, Retriever
 from bot.pricing import cost_usd
 from bot.ratelimit import ConversationLocks, TokenBucket
+from bot.safety.crisis import detect, protocol_message
+from bot.safety.resources import load_resources
 from bot.tokens import estimate_tokens
 from config.settings import Settings
 
@@ -64,6 +66,7 @@ class Engine:
         self.user_limit = TokenBucket(settings.limits.user_per_minute)
         self.conversation_limit = TokenBucket(settings.limits.conversation_per_minute)
         self.locks = ConversationLocks()
+        self.crisis_resources = load_resources(settings.safety.crisis_resources_file)  # a bad file fails at start-up
         self._last_sweep = 0.0
 
     @property
@@ -162,6 +165,12 @@ class Engine:
 
     async def _answer_in_turn(self, key: str, message: IncomingMessage, text: str) -> AsyncIterator[ReplyEvent]:
         await self._sweep_retention()
+        earlier = [turn.content for turn in await self.memory.history(key) if turn.role == "user"]
+        signal = detect(text, earlier)
+        if signal.level == "crisis":  # before the model, retrieval or anything else that can fail
+            async for event in self._crisis(key, message, text, signal.reasons):
+                yield event
+            return
         notices: list[Notice] = []
         usage: list[Usage] = []
         history = await self._load_history(key, notices, usage)
@@ -228,6 +237,15 @@ class Engine:
             },
         )
         yield Final(answer, citations, "model", total, cost, tuple(notices), turn.id)
+
+    async def _crisis(self, key: str, message: IncomingMessage, text: str, reasons: tuple[str, ...]) -> AsyncIterator[ReplyEvent]:
+        """The crisis protocol (docs/crisis-protocol.md): a fixed, warm answer with resources."""
+        log.warning("crisis protocol: conversation=%s reasons=%s", key, ",".join(reasons))  # never the text
+        await self.memory.add(key, "user", text, {"author": message.author, "message_id": message.message_id})
+        reply = protocol_message(self.settings.safety.crisis_locale, self.crisis_resources)
+        yield TextDelta(reply)
+        turn = await self.memory.add(key, "assistant", reply, {"mode": "crisis", "reasons": list(reasons)})
+        yield Final(reply, (), "crisis", turn_id=turn.id)
 
     async def _offline(self, key: str, hits: list[Hit], query: str, notices: list[Notice]) -> AsyncIterator[ReplyEvent]:
         answer = prompts.offline_answer(hits)

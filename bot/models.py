@@ -133,7 +133,7 @@ class Final:
 
     text: str
     citations: tuple[Citation, ...]
-    mode: Literal["model", "offline", "limited", "error"]
+    mode: Literal["model", "offline", "limited", "rejected", "error", "crisis"]
     usage: Usage = Usage()
     cost_usd: float | None = None
     notices: tuple[Notice, ...] = ()

@@ -219,6 +219,31 @@ class AdminSettings(_Group):
     )
 
 
+class SafetySettings(_Group):
+    prefix: ClassVar[str] = "ADVISOR_SAFETY_"
+    crisis_locale: str = Field(
+        "default",
+        pattern=r"^[A-Za-z]{2,8}([-_][A-Za-z0-9]{2,8})*$",
+        description="whose crisis resources to show: default, or a locale or region such as en-US, en-GB, ie, au",
+    )
+    crisis_resources_file: Path | None = Field(
+        None, description='a JSON file {"locale": [{"name", "contact", "note"}]} replacing built-in crisis resources'
+    )
+    alert_channel: str | None = Field(None, description="where adapters alert admins when the crisis protocol answers")
+
+    @field_validator("crisis_resources_file", "alert_channel", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("crisis_resources_file")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+
 GROUPS: dict[str, type[_Group]] = {
     "core": CoreSettings,
     "openai": OpenAISettings,
@@ -230,6 +255,7 @@ GROUPS: dict[str, type[_Group]] = {
     "memory": MemorySettings,
     "limits": LimitSettings,
     "admins": AdminSettings,
+    "safety": SafetySettings,
 }
 
 
@@ -266,6 +292,7 @@ class Settings(BaseModel):
     memory: MemorySettings
     limits: LimitSettings
     admins: AdminSettings
+    safety: SafetySettings
 
     @property
     def data_dir(self) -> Path:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 DEFAULT_LOCALE = "default"
 ALIASES = {"uk": "gb", "en": "default"}
@@ -59,7 +59,11 @@ FIND_A_HELPLINE = _r("Find A Helpline", "findahelpline.com", "free support lines
 
 BUILTIN: dict[str, tuple[Resource, ...]] = {
     "default": (
-        _r("Emergency services", "911 (US, Canada), 999 (UK), 112 (EU)", "if you are in immediate danger"),
+        _r(
+            "Emergency services",
+            "911 in the US and Canada, 999 in the UK, 112 in the EU",
+            "if you are in immediate danger",
+        ),
         _r("988 Suicide & Crisis Lifeline", "call or text 988", "US, 24/7"),
         _r("Samaritans", "call 116 123", "UK & Ireland, free, 24/7"),
         FIND_A_HELPLINE,
@@ -128,26 +132,31 @@ BUILTIN: dict[str, tuple[Resource, ...]] = {
 _FIELDS = {"name", "contact", "note"}
 
 
+def _invalid(where: str, problem: str) -> NoReturn:
+    raise ValueError(f"{where}: {problem}")
+
+
 def _parse(data: Any, path: Path) -> dict[str, tuple[Resource, ...]]:
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object mapping locales to lists of resources")
+        _invalid(str(path), "expected a JSON object mapping locales to lists of resources")
     parsed: dict[str, tuple[Resource, ...]] = {}
     for locale, entries in data.items():
         where = f"{path}: locale {locale!r}"
         if not isinstance(entries, list) or not entries:
-            raise ValueError(f"{where}: expected a non-empty list of resources")
+            _invalid(where, "expected a non-empty list of resources")
         items = []
         for number, entry in enumerate(entries, start=1):
+            at = f"{where}, entry {number}"
             if not isinstance(entry, dict):
-                raise ValueError(f"{where}, entry {number}: expected an object with name, contact and note")
+                _invalid(at, "expected an object with name, contact and note")
             unknown = set(entry) - _FIELDS
             if unknown:
-                raise ValueError(f"{where}, entry {number}: unknown field(s) {', '.join(sorted(unknown))}")
+                _invalid(at, f"unknown field(s) {', '.join(sorted(unknown))}")
             for field in ("name", "contact"):
                 if not isinstance(entry.get(field), str) or not entry[field].strip():
-                    raise ValueError(f"{where}, entry {number}: {field!r} must be a non-empty string")
+                    _invalid(at, f"{field!r} must be a non-empty string")
             if not isinstance(entry.get("note", ""), str):
-                raise ValueError(f"{where}, entry {number}: 'note' must be a string")
+                _invalid(at, "'note' must be a string")
             items.append(Resource(entry["name"].strip(), entry["contact"].strip(), entry.get("note", "").strip()))
         parsed[ALIASES.get(normalise_locale(locale), normalise_locale(locale))] = tuple(items)
     return parsed
