@@ -5,6 +5,9 @@ A changed file is re-chunked; chunks whose text is unchanged keep their id and a
 embedded again, new ones are embedded, vanished ones are deleted. A file that cannot be
 read is reported and skipped, and its chunks already in the index stay. Embedding of one
 batch overlaps with parsing and writing of the next.
+
+Every chunk is scanned for text addressed to the model (retrieval/injection.py); the
+reasons are stored in its payload as `extra["suspicious"]`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from bot.models import Chunk
 from bot.ports import Embedder, SparseEncoder
+from retrieval import injection
 from retrieval.chunking import chunk_document, embedding_text
 from retrieval.loaders import SUPPORTED, FieldMapping, LoaderError, load
 
@@ -103,7 +107,10 @@ class Ingestor:
         self.mapping = mapping or FieldMapping()
 
     def _file_hash(self, data: bytes) -> str:
-        settings = f"{self.max_tokens}|{self.overlap}|{self.mapping.signature()}|{self.embedder.name}"
+        settings = (
+            f"{self.max_tokens}|{self.overlap}|{self.mapping.signature()}|{self.embedder.name}"
+            f"|injection-{injection.VERSION}"
+        )
         return hashlib.sha256(data + b"\x00" + settings.encode()).hexdigest()[:32]
 
     async def run(self, paths: Sequence[Path], full: bool = False, progress: Progress | None = None) -> IngestReport:
@@ -151,7 +158,11 @@ class Ingestor:
                     document = await asyncio.to_thread(load, path, self.mapping)
                     chunks = chunk_document(document, "", self.max_tokens, self.overlap)
                     # The hash carries the chunk count, so a file cut short by a crash is redone.
-                    chunks = [replace(chunk, file_hash=f"{digest}:{len(chunks)}") for chunk in chunks]
+                    # Passages that address the model are flagged (docs/prompt-injection.md).
+                    chunks = [
+                        replace(chunk, file_hash=f"{digest}:{len(chunks)}", extra=injection.flag(chunk))
+                        for chunk in chunks
+                    ]
                 except LoaderError as exc:
                     report.skipped.append((source, str(exc)))
                     progress("file", 1)

@@ -30,7 +30,10 @@ def to_payload(chunk: Chunk) -> dict[str, Any]:
 def location_payload(chunk: Chunk) -> dict[str, Any]:
     """The part of the payload that may change while the text (and so the id) stays."""
     full = to_payload(chunk)
-    return {key: full[key] for key in LOCATION_FIELDS}
+    located = {key: full[key] for key in LOCATION_FIELDS}
+    # `extra` (page, row, the injection flags) is re-derived on every parse, so it is refreshed too.
+    located["extra"] = full.get("extra", {})
+    return located
 
 
 def from_payload(point_id: Any, payload: dict[str, Any] | None) -> Chunk:
