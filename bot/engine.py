@@ -20,6 +20,7 @@ from bot.ports import ChatModel, ModelError, Retriever
 from bot.pricing import cost_usd
 from bot.ratelimit import ConversationLocks, TokenBucket
 from bot.safety.crisis import detect, protocol_message
+from bot.safety.moderation import CARE_INSTRUCTION, REFUSAL, RETRACTED_NOTICE, RETRACTION, Moderator, Stage, Verdict
 from bot.safety.resources import load_resources
 from bot.tokens import estimate_tokens
 from config.settings import Settings
@@ -56,6 +57,7 @@ class Engine:
         model: ChatModel | None = None,
         count_tokens: Callable[[str], int] = estimate_tokens,
         clock: Callable[[], float] = time.time,
+        moderator: Moderator | None = None,
     ) -> None:
         self.settings = settings
         self.retriever = retriever
@@ -68,6 +70,11 @@ class Engine:
         self.locks = ConversationLocks()
         self.crisis_resources = load_resources(settings.safety.crisis_resources_file)  # a bad file fails at start-up
         self._last_sweep = 0.0
+        # without a moderator given, the offline rules moderate (unless ADVISOR_SAFETY_MODERATION=false)
+        if moderator is None and settings.safety.moderation:
+            safety = settings.safety
+            moderator = Moderator(None, actions=safety.action_map, log_text=safety.log_text)
+        self.moderator = moderator
 
     @property
     def mode(self) -> str:
@@ -171,12 +178,22 @@ class Engine:
             async for event in self._crisis(key, message, text, signal.reasons):
                 yield event
             return
+        verdict = await self._moderate(key, text, "input")  # before any summary, rewrite or answer
+        if verdict is not None and verdict.action == "crisis":
+            async for event in self._crisis(key, message, text, tuple(f"moderation:{c}" for c in verdict.categories)):
+                yield event
+            return
+        if verdict is not None and verdict.action == "refuse":  # the flagged text is kept out of memory
+            yield TextDelta(REFUSAL)
+            yield Final(REFUSAL, (), "rejected", notices=self._alerts(verdict, "input"))
+            return
         notices: list[Notice] = []
         usage: list[Usage] = []
         history = await self._load_history(key, notices, usage)
         await self.memory.add(key, "user", text, {"author": message.author, "message_id": message.message_id})
         for notice in notices:
             yield notice
+        notices.extend(self._alerts(verdict, "input"))  # for admins: on the Final only, not shown as events
         query = await self._search_query(history, text, usage)
         hits, outage = await self._retrieve(query)
         if outage is not None:
@@ -192,31 +209,52 @@ class Engine:
         if not hits:
             parts.append(NOT_IN_KNOWLEDGE_BASE)
             yield TextDelta(NOT_IN_KNOWLEDGE_BASE)
-        messages = prompts.build_messages(self.settings.core.persona, history, hits, text)
+        care = verdict.categories if verdict is not None and verdict.action == "care" else ()
+        messages = self._with_care(prompts.build_messages(self.settings.core.persona, history, hits, text), care)
         error: ModelError | None = None
+        flagged: Verdict | None = None
+        checked = 0  # characters of the answer already moderated
+        written = sum(map(len, parts))  # characters of the answer so far
+        every = self.settings.safety.output_check_chars
         for attempt in range(2):
+            stream = self.model.stream(messages)
             try:
-                async for piece in self.model.stream(messages):
+                async for piece in stream:
                     if isinstance(piece, Usage):
                         usage.append(piece)
                     else:
                         parts.append(piece)
                         yield TextDelta(piece)
+                        written += len(piece)
+                        if written - checked >= every:
+                            flagged, checked = await self._check_answer(key, "".join(parts), checked, notices)
+                            if flagged is not None:
+                                break
                 error = None
                 break
             except ModelError as exc:
                 error = exc
                 if exc.kind == "context_length" and attempt == 0 and history:
                     history = history[len(history) // 2 + 1 :]
-                    messages = prompts.build_messages(self.settings.core.persona, history, hits, text)
+                    messages = self._with_care(prompts.build_messages(self.settings.core.persona, history, hits, text), care)
                     notice = Notice("trimmed", prompts.trimmed_note(summarised=False))
                     notices.append(notice)
                     yield notice
                     continue
                 break
+            finally:
+                closing = getattr(stream, "aclose", None)
+                if closing is not None:
+                    await closing()  # an answer cut short by moderation stops the model's stream too
         total = sum(usage, Usage())
         if error is not None:
             async for event in self._model_failed(error, parts, hits, total, notices):
+                yield event
+            return
+        if flagged is None and written > checked:  # the end of the answer
+            flagged, checked = await self._check_answer(key, "".join(parts), checked, notices)
+        if flagged is not None:
+            async for event in self._retract(key, query, flagged, total, notices):
                 yield event
             return
         answer = "".join(parts)
@@ -237,6 +275,55 @@ class Engine:
             },
         )
         yield Final(answer, citations, "model", total, cost, tuple(notices), turn.id)
+
+    async def _moderate(self, key: str, text: str, stage: Stage) -> Verdict | None:
+        """The moderation verdict for `text`, or None when moderation is off."""
+        if self.moderator is None:
+            return None
+        return await self.moderator.check(text, stage, key)
+
+    async def _check_answer(self, key: str, answer: str, checked: int, notices: list[Notice]) -> tuple[Verdict | None, int]:
+        """Moderate the answer's unchecked tail (with some overlap, so a phrase split across segments
+        is seen whole); a verdict only when the answer must be replaced, and how much is now checked."""
+        verdict = await self._moderate(key, answer[max(0, checked - 100) :], "output")
+        if verdict is not None and verdict.action in {"refuse", "crisis"}:
+            return verdict, len(answer)
+        for alert in self._alerts(verdict, "output"):
+            if alert not in notices:
+                notices.append(alert)
+        return None, len(answer)
+
+    @staticmethod
+    def _alerts(verdict: Verdict | None, stage: str) -> tuple[Notice, ...]:
+        if verdict is None or not verdict.alert:
+            return ()
+        return (Notice("alert", f"moderation flagged the {'message' if stage == 'input' else 'answer'}: {', '.join(verdict.categories)}"),)
+
+    @staticmethod
+    def _with_care(messages: list[dict[str, str]], categories: tuple[str, ...]) -> list[dict[str, str]]:
+        """The prompt with a care instruction added to the system message when moderation asked for care."""
+        if not categories:
+            return messages
+        note = CARE_INSTRUCTION.format(categories=", ".join(categories))
+        if messages and messages[0].get("role") == "system":
+            return [{**messages[0], "content": f"{messages[0]['content']}\n\n{note}"}, *messages[1:]]
+        return [{"role": "system", "content": note}, *messages]
+
+    async def _retract(self, key: str, query: str, verdict: Verdict, usage: Usage, notices: list[Notice]) -> AsyncIterator[ReplyEvent]:
+        """A flagged answer is replaced: a `retracted` notice, then a Final carrying the safe text."""
+        if verdict.action == "crisis":
+            replacement = protocol_message(self.settings.safety.crisis_locale, self.crisis_resources)
+        else:
+            replacement = RETRACTION
+        notice = Notice("retracted", RETRACTED_NOTICE)
+        notices.append(notice)
+        notices.extend(self._alerts(verdict, "output"))
+        yield notice
+        turn = await self.memory.add(
+            key, "assistant", replacement, {"mode": "moderated", "query": query, "categories": list(verdict.categories)}
+        )
+        cost = cost_usd(self.model.name, usage, self.settings) if self.model is not None else None
+        yield Final(replacement, (), "rejected", usage, cost, tuple(notices), turn.id)
 
     async def _crisis(self, key: str, message: IncomingMessage, text: str, reasons: tuple[str, ...]) -> AsyncIterator[ReplyEvent]:
         """The crisis protocol (docs/crisis-protocol.md): a fixed, warm answer with resources."""

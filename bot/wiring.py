@@ -39,14 +39,25 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None) 
     from bot.engine import Engine
     from bot.memory import SqliteMemory
     from bot.openai_model import build_chat_model
+    from bot.safety.moderation import build_moderator
 
     stack = stack or await build_retrieval(settings)
     model = None
+    moderation_client = None
     if settings.openai.configured:
+        import openai
+
         key = settings.openai.api_key.get_secret_value() if settings.openai.api_key else None
         model = build_chat_model(key, settings.openai.base_url, settings.openai.chat_model, settings.openai.timeout_seconds)
+        # no client retries: a failed moderation call falls back to the offline rules at once
+        moderation_client = openai.AsyncOpenAI(
+            api_key=key or "not-needed",
+            base_url=settings.openai.base_url,
+            timeout=settings.safety.moderation_timeout_seconds,
+            max_retries=0,
+        )
     memory = SqliteMemory(settings.data_dir / "memory.sqlite3")
-    return Engine(settings, stack.retriever, memory, model)
+    return Engine(settings, stack.retriever, memory, model, moderator=build_moderator(settings, moderation_client))
 
 
 @dataclass

@@ -16,6 +16,49 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
 
+# The content categories of OpenAI's moderation endpoint (omni-moderation-latest).
+MODERATION_CATEGORIES: tuple[str, ...] = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+MODERATION_ACTIONS: tuple[str, ...] = ("normal", "care", "refuse", "alert", "crisis")
+DEFAULT_SAFETY_ACTIONS = (
+    "self-harm=care,self-harm/intent=crisis,self-harm/instructions=crisis,violence*=refuse,illicit*=refuse,sexual*=refuse,harassment*=care,hate*=care"
+)
+
+
+def parse_safety_actions(value: str) -> dict[str, str]:
+    """`category=action,...` (a trailing * covers a category's subcategories) as a dict; ValueError if bad."""
+    actions: dict[str, str] = {}
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        category, sep, action = (x.strip().lower() for x in part.partition("="))
+        if not sep or not category or not action:
+            raise ValueError(f"expected category=action, got {part!r}")
+        base = category.removesuffix("*")
+        if category.endswith("*"):
+            known = any(c == base or c.startswith(base + "/") for c in MODERATION_CATEGORIES)
+        else:
+            known = base in MODERATION_CATEGORIES
+        if not known:
+            raise ValueError(f"unknown category {category!r}; expected one of {', '.join(MODERATION_CATEGORIES)}")
+        if action not in MODERATION_ACTIONS:
+            raise ValueError(f"unknown action {action!r} for {category}; expected one of {', '.join(MODERATION_ACTIONS)}")
+        actions[category] = action
+    return actions
+
 
 def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
@@ -230,6 +273,26 @@ class SafetySettings(_Group):
         None, description='a JSON file {"locale": [{"name", "contact", "note"}]} replacing built-in crisis resources'
     )
     alert_channel: str | None = Field(None, description="where adapters alert admins when the crisis protocol answers")
+    moderation: bool = Field(True, description="check messages and answers for harmful content (docs/moderation.md)")
+    moderation_model: str = "omni-moderation-latest"
+    moderation_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    actions: str = Field(
+        DEFAULT_SAFETY_ACTIONS,
+        description="category=action,... with actions normal, care, refuse, alert or crisis; category* covers subcategories",
+    )
+    log_text: bool = Field(False, description="include the flagged text in moderation logs")
+    output_check_chars: int = Field(400, ge=50, le=10000, description="check a streamed answer every this many characters")
+
+    @field_validator("actions")
+    @classmethod
+    def _actions(cls, value: str) -> str:
+        parse_safety_actions(value)
+        return value
+
+    @property
+    def action_map(self) -> dict[str, str]:
+        """The configured action of each category that has one (see `parse_safety_actions`)."""
+        return parse_safety_actions(self.actions)
 
     @field_validator("crisis_resources_file", "alert_channel", mode="before")
     @classmethod
