@@ -212,11 +212,23 @@ class Engine:
         care = verdict.categories if verdict is not None and verdict.action == "care" else ()
         messages = self._with_care(prompts.build_messages(self.settings.core.persona, history, hits, text), care)
         error: ModelError | None = None
+        draft: str | None = None
+        draft_ms = 0.0
+        if self.settings.core.tone_pass:
+            started = time.perf_counter()
+            try:  # call one drafts the grounded answer; call two, streamed below, rewrites its voice
+                draft, spent = await self.model.complete(messages)
+                usage.append(spent)
+                messages = prompts.tone_messages(self.settings.core.persona, draft)
+            except ModelError as exc:
+                error = exc
+            draft_ms = (time.perf_counter() - started) * 1000
+            log.info("tone pass: the draft call added %.0f ms before the first token", draft_ms)
         flagged: Verdict | None = None
         checked = 0  # characters of the answer already moderated
         written = sum(map(len, parts))  # characters of the answer so far
         every = self.settings.safety.output_check_chars
-        for attempt in range(2):
+        for attempt in range(0 if error is not None else 2):
             stream = self.model.stream(messages)
             try:
                 async for piece in stream:
@@ -258,6 +270,11 @@ class Engine:
                 yield event
             return
         answer = "".join(parts)
+        if draft is not None and not prompts.citation_numbers(draft) <= prompts.citation_numbers(answer):
+            notice = Notice("tone_fallback", "The polished answer lost a citation, so the draft is shown instead.")
+            notices.append(notice)
+            yield notice
+            answer = "".join(parts[:1]) + draft if not hits else draft
         citations = prompts.cited(answer, hits)
         if citations:
             yield Citations(citations)
@@ -272,6 +289,7 @@ class Engine:
                 "sources": [asdict(c) for c in citations],
                 "usage": {"prompt_tokens": total.prompt_tokens, "completion_tokens": total.completion_tokens},
                 "cost_usd": cost,
+                **({"tone_pass_draft_ms": round(draft_ms, 1)} if draft is not None else {}),
             },
         )
         yield Final(answer, citations, "model", total, cost, tuple(notices), turn.id)

@@ -98,6 +98,9 @@ class CoreSettings(_Group):
         default_factory=list, description="files and folders an admin reindex reads (comma-separated)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    tone_pass: bool = Field(
+        False, description="a second model call rewrites each grounded draft in the persona's voice"
+    )
     persona: str = Field(
         "You are advisor, a professional and personable advisor. You give practical, "
         "grounded advice in a warm, plain voice.",
