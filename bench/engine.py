@@ -104,6 +104,33 @@ async def main() -> None:
             print(f"(mean overhead {(statistics.fmean(total) - statistics.fmean(baseline)) * 1000:.1f} ms per answer: memory, query embedding, "
                   "hybrid search, prompt, citations, SQLite writes)")
 
+            # The tone pass: time to first token and to the final event, with and without it.
+            tone = Engine(load_settings(None).model_copy(
+                update={"core": settings.core.model_copy(update={"tone_pass": True})}
+            ), retriever, engine.memory, model)
+            rows = {}
+            generation = b50  # a non-streamed draft takes as long to generate as the streamed answer
+            for label, subject in (("one call", engine), ("tone pass (two calls)", tone)):
+                first, whole = [], []
+                for n in range(10):
+                    if subject is tone:  # the fake answers non-streamed calls at once: give the draft its time
+                        fake.fail_next("/chat/completions", "slow", seconds=generation)
+                    message = IncomingMessage("bench", "w", "c", f"tone-{label}-{n}", f"t{n}", QUESTIONS[n % 3], time.time())
+                    started = time.perf_counter()
+                    seen_first = None
+                    async for event in subject.answer(message):
+                        if seen_first is None and type(event).__name__ == "TextDelta":
+                            seen_first = time.perf_counter() - started
+                    whole.append(time.perf_counter() - started)
+                    first.append(seen_first or 0.0)
+                rows[label] = (percentile(first, 50), percentile(whole, 50))
+            print(f"\n== tone pass (the draft call, not streamed, takes {generation * 1000:.0f} ms like the streamed answer)")
+            print(f"{'':<26}{'first token p50 ms':>20}{'final p50 ms':>15}")
+            for label, (f50, w50) in rows.items():
+                print(f"{label:<26}{f50 * 1000:>20.1f}{w50 * 1000:>15.1f}")
+            added = rows["tone pass (two calls)"][0] - rows["one call"][0]
+            print(f"added latency before the first token: {added * 1000:.0f} ms (one full non-streamed model call)")
+
             fake.chunk_delay = 0.0
             gc.collect()
             rss_before = rss_mb()
