@@ -96,6 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     crisis.add_argument("--crisis", type=Path, required=True, metavar="FILE", help="crisis messages, one a line")
     crisis.add_argument("--benign", type=Path, required=True, metavar="FILE", help="ordinary messages, one a line")
     crisis.add_argument("--json", action="store_true")
+    answers = evaluate.add_parser(
+        "answers",
+        help="MTRAG conversational tasks through the full engine: answered, declined or clarified, and citation precision",
+        description="Ingest the task corpus first, keeping its ids: "
+        "advisor ingest corpus.jsonl --text-field text --title-field title --id-field _id",
+    )
+    answers.add_argument("--tasks", type=Path, required=True, metavar="FILE", help="MTRAG generation tasks (JSONL)")
+    answers.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N tasks")
+    answers.add_argument("--json", action="store_true")
+    safety = evaluate.add_parser(
+        "safety", help="harmful prompts through the full engine: refused or safely handled, per category"
+    )
+    safety.add_argument(
+        "--prompts", type=Path, required=True, metavar="FILE", help="CSV (prompt[,category]), JSONL, or one prompt a line"
+    )
+    safety.add_argument("--json", action="store_true")
 
     add_finetune_commands(commands.add_parser("finetune", help="prepare, validate, launch and compare fine-tunes"))
     return parser
@@ -376,6 +392,54 @@ async def cmd_eval_crisis(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+INGEST_HINT = "advisor ingest corpus.jsonl --text-field text --title-field title --id-field _id"
+
+
+async def cmd_eval_answers(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.safety.answers_eval import evaluate, read_tasks
+    from bot.wiring import build_engine, build_retrieval
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    try:
+        tasks = read_tasks(args.tasks, args.limit)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    stack = await build_retrieval(settings)
+    try:
+        if not await stack.store.count():
+            raise UsageError(f"the knowledge base is empty; ingest the task corpus first: {INGEST_HINT}")
+        engine = await build_engine(settings, stack)
+        try:
+            report = await evaluate(engine, tasks)
+        finally:
+            await engine.memory.close()
+    finally:
+        await stack.close()
+    print(json.dumps(report.to_json(), ensure_ascii=False) if args.json else report.table())
+    return 0
+
+
+async def cmd_eval_safety(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.safety.crisis_eval import engine_answer
+    from bot.safety.safety_eval import evaluate, read_prompts
+    from bot.wiring import build_engine, build_retrieval
+
+    try:
+        prompts = read_prompts(args.prompts)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    stack = await build_retrieval(settings)
+    engine = await build_engine(settings, stack)
+    try:
+        report = await evaluate(engine_answer(engine), prompts, engine.mode)
+    finally:
+        await engine.memory.close()
+        await stack.close()
+    print(json.dumps(report.to_json(), ensure_ascii=False) if args.json else report.table())
+    return 0
+
+
 def cmd_config_check(settings: Settings) -> int:
     for group, rows in settings.masked().items():
         print(f"[{group}]")
@@ -412,6 +476,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return await cmd_run_slack(settings, args.http, args.port)
     if args.command == "eval" and args.action == "crisis":
         return await cmd_eval_crisis(settings, args)
+    if args.command == "eval" and args.action == "answers":
+        return await cmd_eval_answers(settings, args)
+    if args.command == "eval" and args.action == "safety":
+        return await cmd_eval_safety(settings, args)
     if args.command == "eval":
         return await cmd_eval_retrieval(settings, args)
     if args.command == "finetune":
