@@ -99,6 +99,17 @@ def serving_in_thread(server: Any) -> Iterator[Any]:
         thread.join(10)
 
 
+@pytest.fixture
+def openai_in_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The fake OpenAI server in a thread, with the settings pointing at it, for commands under test."""
+    from fakes.openai_server import FakeOpenAI
+
+    with serving_in_thread(FakeOpenAI()) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
+        yield server
+
+
 def minimal_pdf(pages: list[str]) -> bytes:
     """A small valid PDF with one line of Helvetica text per page (no PDF library needed)."""
     objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import serving_in_thread
 from fakes.openai_server import FakeOpenAI
 
 from bot.cli import main
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
-    """The fake server on its own loop in a thread, so the command can run its own asyncio loop."""
-    with serving_in_thread(FakeOpenAI()) as server:
-        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
-        yield server
+def fake(openai_in_thread: FakeOpenAI) -> FakeOpenAI:
+    """The fake OpenAI server in a thread (conftest), so the command can run its own loop."""
+    return openai_in_thread
 
 
 @pytest.fixture

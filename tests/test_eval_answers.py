@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import serving_in_thread
 from fakes.openai_server import FakeOpenAI
 
 from bot.cli import main
@@ -97,11 +95,9 @@ def test_long_conversations_are_not_rate_limited(tmp_path: Path, capsys: pytest.
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
-    with serving_in_thread(FakeOpenAI()) as server:
-        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
-        yield server
+def fake(openai_in_thread: FakeOpenAI) -> FakeOpenAI:
+    """The fake OpenAI server in a thread (conftest), so the command can run its own loop."""
+    return openai_in_thread
 
 
 def test_eval_answers_with_a_model_classifies_replies(fake: FakeOpenAI, capsys: pytest.CaptureFixture[str]) -> None:

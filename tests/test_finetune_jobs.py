@@ -5,12 +5,10 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
-from conftest import serving_in_thread
 from fakes.openai_server import FakeOpenAI
 
 from bot.cli import main
@@ -22,12 +20,9 @@ GOOD = DATA / "good.jsonl"
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
-    """The fake server on its own loop in a thread, so the command can run its own asyncio loop."""
-    with serving_in_thread(FakeOpenAI()) as server:
-        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
-        yield server
+def fake(openai_in_thread: FakeOpenAI) -> FakeOpenAI:
+    """The fake OpenAI server in a thread (conftest), so the command can run its own loop."""
+    return openai_in_thread
 
 
 def start_job(fake: FakeOpenAI) -> str:
