@@ -98,6 +98,9 @@ class CoreSettings(_Group):
         default_factory=list, description="files and folders an admin reindex reads (comma-separated)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="auto: JSON lines unless stderr is a terminal"
+    )
     tone_pass: bool = Field(
         False, description="a second model call rewrites each grounded draft in the persona's voice"
     )
@@ -187,6 +190,9 @@ class RetrievalSettings(_Group):
     chunk_tokens: int = Field(200, ge=32, le=2000)
     chunk_overlap: int = Field(40, ge=0)
     bm25_avg_len: float = Field(120.0, gt=0, description="typical chunk length in words, for BM25")
+    exemplars_k: int = Field(
+        2, ge=0, le=10, description="similar exemplar Q&A pairs shown to the model as examples of voice (0: none)"
+    )
 
 
 class DiscordSettings(_Group):
@@ -195,6 +201,18 @@ class DiscordSettings(_Group):
     allowed_guild_ids: CommaList = Field(default_factory=list, description="empty means every guild")
     allowed_channel_ids: CommaList = Field(default_factory=list, description="empty means every channel")
     bot_allowlist: CommaList = Field(default_factory=list, description="bot or webhook user ids the bot answers")
+    public_key: str | None = Field(
+        None,
+        validation_alias=_known("DISCORD_PUBLIC_KEY", "ADVISOR_DISCORD_PUBLIC_KEY"),
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="the application's Ed25519 public key (64 hex digits), for HTTP interactions",
+    )
+    application_id: str | None = Field(
+        None, validation_alias=_known("DISCORD_APPLICATION_ID", "ADVISOR_DISCORD_APPLICATION_ID"), pattern=r"^[0-9]{5,25}$"
+    )
+    shard_count: int | None = Field(
+        None, ge=1, le=1000, description="gateway shards; unset: one below 1,000 guilds, else Discord's recommendation"
+    )
 
     _split = field_validator("allowed_guild_ids", "allowed_channel_ids", "bot_allowlist", mode="before")(
         _split_commas
