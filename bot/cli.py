@@ -47,7 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_parser("check", help="print the effective settings (secrets masked) and any problems")
 
     ingest = commands.add_parser("ingest", help="index files and folders into the knowledge base")
-    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    ingest.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    ingest.add_argument(
+        "--exemplars",
+        type=Path,
+        metavar="FILE",
+        help="replace the exemplar Q&A pairs (JSONL chat lines, e.g. finetune prepare's train.jsonl, or CSV/JSONL "
+        "question,answer) shown to the model as examples of voice",
+    )
     ingest.add_argument("--full", action="store_true", help="rebuild a fresh index and switch to it at the end")
     ingest.add_argument("--text-field", action="append", help="CSV/JSONL field(s) holding the text (comma-separated)")
     ingest.add_argument("--title-field", help="CSV/JSONL field holding the title")
@@ -159,6 +166,30 @@ async def cmd_ingest(settings: Settings, paths: Sequence[Path], full: bool, mapp
         return 0 if report.files_indexed or report.files_unchanged or not report.skipped else 1
     finally:
         await stack.close()
+
+
+async def cmd_ingest_exemplars(settings: Settings, path: Path) -> int:
+    from bot.wiring import build_retrieval, open_exemplars
+    from retrieval.exemplars import ExemplarFileError, load_exemplars
+
+    try:
+        loaded = load_exemplars(path)
+    except ExemplarFileError as exc:
+        raise UsageError(str(exc)) from exc
+    for reason in loaded.skipped[:10]:
+        print(f"skipped {reason}", file=sys.stderr)
+    if len(loaded.skipped) > 10:
+        print(f"... and {len(loaded.skipped) - 10} more skipped rows", file=sys.stderr)
+    stack = await build_retrieval(settings)
+    try:
+        index = await open_exemplars(settings, stack)
+        count = await index.replace(loaded.exemplars, path.name)
+    finally:
+        await stack.close()
+    k = settings.retrieval.exemplars_k
+    use = f"the {k} most similar go into each prompt" if k else "ADVISOR_RETRIEVAL_EXEMPLARS_K=0: not used until set"
+    print(f"{count} exemplar pairs indexed from {path.name} ({len(loaded.skipped)} rows skipped); {use}.")
+    return 0
 
 
 def _print_hits(hits: list[Any], as_json: bool) -> None:
@@ -458,6 +489,12 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     from retrieval.loaders import FieldMapping
 
     if args.command == "ingest":
+        if args.exemplars is not None:
+            if args.paths:
+                raise UsageError("give either PATH... or --exemplars FILE, not both")
+            return await cmd_ingest_exemplars(settings, args.exemplars)
+        if not args.paths:
+            raise UsageError("what should I index? advisor ingest PATH... (or --exemplars FILE)")
         mapping = FieldMapping(_split_fields(args.text_field), args.title_field, args.id_field)
         return await cmd_ingest(settings, args.paths, args.full, mapping)
     if args.command == "search":

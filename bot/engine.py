@@ -15,8 +15,8 @@ from typing import Any
 
 from bot import prompts
 from bot.memory import SqliteMemory, Turn
-from bot.models import Citations, Final, Hit, IncomingMessage, Notice, ReplyEvent, TextDelta, Usage
-from bot.ports import ChatModel, ModelError, Retriever
+from bot.models import Citations, Exemplar, Final, Hit, IncomingMessage, Notice, ReplyEvent, TextDelta, Usage
+from bot.ports import ChatModel, ExemplarSource, ModelError, Retriever
 from bot.pricing import cost_usd
 from bot.ratelimit import ConversationLocks, TokenBucket
 from bot.safety.crisis import detect, protocol_message
@@ -58,6 +58,7 @@ class Engine:
         count_tokens: Callable[[str], int] = estimate_tokens,
         clock: Callable[[], float] = time.time,
         moderator: Moderator | None = None,
+        exemplars: ExemplarSource | None = None,
     ) -> None:
         self.settings = settings
         self.retriever = retriever
@@ -75,6 +76,7 @@ class Engine:
             safety = settings.safety
             moderator = Moderator(None, actions=safety.action_map, log_text=safety.log_text)
         self.moderator = moderator
+        self.exemplars = exemplars
 
     @property
     def mode(self) -> str:
@@ -170,6 +172,17 @@ class Engine:
         floor = self.settings.retrieval.min_relevance
         return [hit for hit in hits if hit.relevance is None or hit.relevance >= floor], None
 
+    async def _voice_examples(self, text: str) -> list[Exemplar]:
+        """The exemplar pairs most like the question; none when disabled or unavailable."""
+        k = self.settings.retrieval.exemplars_k
+        if self.exemplars is None or k <= 0:
+            return []
+        try:
+            return await self.exemplars.similar(text, k)
+        except Exception:  # examples of voice are a nicety: never a reason to fail an answer
+            log.warning("exemplar search failed; answering without voice examples", exc_info=True)
+            return []
+
     async def _answer_in_turn(self, key: str, message: IncomingMessage, text: str) -> AsyncIterator[ReplyEvent]:
         await self._sweep_retention()
         earlier = [turn.content for turn in await self.memory.history(key) if turn.role == "user"]
@@ -210,7 +223,8 @@ class Engine:
             parts.append(NOT_IN_KNOWLEDGE_BASE)
             yield TextDelta(NOT_IN_KNOWLEDGE_BASE)
         care = verdict.categories if verdict is not None and verdict.action == "care" else ()
-        messages = self._with_care(prompts.build_messages(self.settings.core.persona, history, hits, text), care)
+        examples = await self._voice_examples(text)
+        messages = self._with_care(prompts.build_messages(self.settings.core.persona, history, hits, text, examples), care)
         error: ModelError | None = None
         draft: str | None = None
         draft_ms = 0.0
@@ -219,7 +233,7 @@ class Engine:
             try:  # call one drafts the grounded answer; call two, streamed below, rewrites its voice
                 draft, spent = await self.model.complete(messages)
                 usage.append(spent)
-                messages = prompts.tone_messages(self.settings.core.persona, draft)
+                messages = prompts.tone_messages(self.settings.core.persona, draft, examples)
             except ModelError as exc:
                 error = exc
             draft_ms = (time.perf_counter() - started) * 1000
@@ -248,7 +262,9 @@ class Engine:
                 error = exc
                 if exc.kind == "context_length" and attempt == 0 and history:
                     history = history[len(history) // 2 + 1 :]
-                    messages = self._with_care(prompts.build_messages(self.settings.core.persona, history, hits, text), care)
+                    messages = self._with_care(
+                        prompts.build_messages(self.settings.core.persona, history, hits, text, examples), care
+                    )
                     notice = Notice("trimmed", prompts.trimmed_note(summarised=False))
                     notices.append(notice)
                     yield notice

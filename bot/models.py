@@ -85,6 +85,14 @@ class IncomingMessage:
 
 
 @dataclass(frozen=True)
+class Exemplar:
+    """A question and a model answer, shown to the model as an example of voice, never as a fact."""
+
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
 class Citation:
     number: int
     source: str

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from bot.models import Chunk, Hit, SearchMode, SparseVector, Usage
+from bot.models import Chunk, Exemplar, Hit, SearchMode, SparseVector, Usage
 
 
 class Embedder(Protocol):
@@ -72,6 +72,12 @@ class Retriever(Protocol):
     """What the engine asks of retrieval: passages for a standalone query."""
 
     async def search(self, query: str, limit: int | None = None, mode: SearchMode | None = None) -> list[Hit]: ...
+
+
+class ExemplarSource(Protocol):
+    """The exemplar Q&A pairs most like a question (an empty list when there are none)."""
+
+    async def similar(self, question: str, k: int) -> list[Exemplar]: ...
 
 
 class ModelError(Exception):

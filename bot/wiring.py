@@ -14,8 +14,11 @@ class RetrievalStack:
     sparse: Any
     store: Any
     retriever: Any
+    exemplars: Any = None  # opened on first use (open_exemplars)
 
     async def close(self) -> None:
+        if self.exemplars is not None:
+            await self.exemplars.close()
         await self.store.close()
 
 
@@ -57,7 +60,25 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None) 
             max_retries=0,
         )
     memory = SqliteMemory(settings.data_dir / "memory.sqlite3")
-    return Engine(settings, stack.retriever, memory, model, moderator=build_moderator(settings, moderation_client))
+    return Engine(
+        settings,
+        stack.retriever,
+        memory,
+        model,
+        moderator=build_moderator(settings, moderation_client),
+        exemplars=await open_exemplars(settings, stack) if settings.retrieval.exemplars_k else None,
+    )
+
+
+async def open_exemplars(settings: Settings, stack: RetrievalStack) -> Any:
+    """The exemplar collection beside the knowledge base (created empty if it is not there)."""
+    from retrieval.exemplars import COLLECTION_SUFFIX, ExemplarIndex
+    from retrieval.store import open_store
+
+    if stack.exemplars is None:
+        store = await open_store(settings, stack.embedder.dim, suffix=COLLECTION_SUFFIX)
+        stack.exemplars = ExemplarIndex(store, stack.embedder, stack.sparse)
+    return stack.exemplars
 
 
 @dataclass

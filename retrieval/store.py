@@ -9,13 +9,16 @@ from retrieval.store_edge import EdgeStore
 from retrieval.store_qdrant import QdrantClientStore
 
 
-async def open_store(settings: Settings, dim: int) -> Any:
-    """`QDRANT_URL` set: that server. Otherwise the embedded engine under the data directory."""
+async def open_store(settings: Settings, dim: int, suffix: str = "") -> Any:
+    """`QDRANT_URL` set: that server. Otherwise the embedded engine under the data directory.
+
+    `suffix` names a second collection beside the knowledge base (``-exemplars``)."""
     qdrant = settings.qdrant
+    collection = qdrant.collection + suffix
     if qdrant.url:
         key = qdrant.api_key.get_secret_value() if qdrant.api_key else None
-        return await QdrantClientStore.open(qdrant.collection, dim, url=qdrant.url, api_key=key)
+        return await QdrantClientStore.open(collection, dim, url=qdrant.url, api_key=key)
     root = settings.data_dir / "index"
-    if qdrant.embedded_engine == "local":
-        return await QdrantClientStore.open(qdrant.collection, dim, path=str(root / "qdrant-local"))
-    return EdgeStore.open(root / "qdrant-edge", qdrant.collection, dim)
+    if qdrant.embedded_engine == "local":  # local mode locks its folder: one folder per collection
+        return await QdrantClientStore.open(collection, dim, path=str(root / f"qdrant-local{suffix}"))
+    return EdgeStore.open(root / "qdrant-edge", collection, dim)
