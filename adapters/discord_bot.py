@@ -21,6 +21,7 @@ from discord import app_commands
 from adapters.render import split_message
 from bot.admin import Admin, AdminError
 from bot.dedupe import Deduper
+from bot.alerts import alert_channel, alert_text
 from bot.models import Citation, Final, IncomingMessage, Notice, TextDelta
 from config.settings import Settings
 
@@ -88,6 +89,7 @@ class DiscordAdapter:
         self.admin = admin
         self.settings = settings.discord
         self.admins = settings.admins
+        self.safety = settings.safety
         self.client = client or discord.Client(intents=intents(), allowed_mentions=NO_PINGS)
         self.tree = app_commands.CommandTree(self.client)
         self.dedupe = Deduper()
@@ -245,6 +247,19 @@ class DiscordAdapter:
         elif tail:
             parts.append(tail)
         await self._show(message, posted, parts, final=True, turn_id=final.turn_id)
+        await self._alert_admins(final, incoming, message.jump_url)
+
+    async def _alert_admins(self, final: Final, incoming: IncomingMessage, where: str) -> None:
+        """Post the engine's admin alert, if any, to ADVISOR_SAFETY_ALERT_CHANNEL; a failure is only logged."""
+        target = alert_channel(self.safety.alert_channel, "discord")
+        text = alert_text(final, incoming, where)
+        if target is None or text is None:
+            return
+        try:
+            channel = self.client.get_channel(int(target)) or await self.client.fetch_channel(int(target))
+            await channel.send(text, allowed_mentions=NO_PINGS)  # type: ignore[union-attr]
+        except (ValueError, discord.HTTPException, AttributeError) as exc:
+            log.error("could not post a safety alert to channel %s: %s", target, exc)
 
     async def _show(
         self, source: discord.Message, posted: list[discord.Message], parts: list[str], final: bool, turn_id: int | None = None

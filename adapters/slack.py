@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack_format import FEEDBACK_DOWN, FEEDBACK_UP, answer_messages, preview, sources_text
 from bot.admin import Admin, AdminError
 from bot.dedupe import Deduper
+from bot.alerts import alert_channel, alert_text
 from bot.models import Final, IncomingMessage, Notice, TextDelta
 from config.settings import Settings
 
@@ -244,6 +245,18 @@ class SlackAdapter:
                 await self.client.chat_update(channel=channel, ts=message_ts, text=fallback, blocks=blocks)
             else:
                 await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=fallback, blocks=blocks)
+        await self._alert_admins(final, message, channel, thread_ts or message_ts)
+
+    async def _alert_admins(self, final: Final, message: IncomingMessage, channel: str, thread_ts: str) -> None:
+        """Post the engine's admin alert, if any, to ADVISOR_SAFETY_ALERT_CHANNEL; a failure is only logged."""
+        target = alert_channel(self.settings.safety.alert_channel, "slack")
+        text = alert_text(final, message, f"<#{channel}> (thread {thread_ts})")
+        if target is None or text is None:
+            return
+        try:
+            await self.client.chat_postMessage(channel=target, text=text)
+        except SlackApiError as exc:
+            log.error("could not post a safety alert to %s: %s", target, exc.response.get("error"))
 
     # -- /advisor -----------------------------------------------------------
 

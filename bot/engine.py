@@ -366,7 +366,8 @@ class Engine:
         reply = protocol_message(self.settings.safety.crisis_locale, self.crisis_resources)
         yield TextDelta(reply)
         turn = await self.memory.add(key, "assistant", reply, {"mode": "crisis", "reasons": list(reasons)})
-        yield Final(reply, (), "crisis", turn_id=turn.id)
+        alert = Notice("alert", f"the crisis protocol answered (signs: {', '.join(reasons)})")
+        yield Final(reply, (), "crisis", notices=(alert,), turn_id=turn.id)
 
     async def _offline(self, key: str, hits: list[Hit], query: str, notices: list[Notice]) -> AsyncIterator[ReplyEvent]:
         answer = prompts.offline_answer(hits)

@@ -293,7 +293,10 @@ class SafetySettings(_Group):
     crisis_resources_file: Path | None = Field(
         None, description='a JSON file {"locale": [{"name", "contact", "note"}]} replacing built-in crisis resources'
     )
-    alert_channel: str | None = Field(None, description="where adapters alert admins when the crisis protocol answers")
+    alert_channel: str | None = Field(
+        None,
+        description="where admins are alerted (crisis protocol, moderation 'alert'): a channel id, or slack:C…,discord:…",
+    )
     moderation: bool = Field(True, description="check messages and answers for harmful content (docs/moderation.md)")
     moderation_model: str = "omni-moderation-latest"
     moderation_timeout_seconds: float = Field(5.0, gt=0, le=60)

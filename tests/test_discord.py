@@ -344,3 +344,13 @@ async def test_an_engine_failure_is_told_not_swallowed(start: Any) -> None:
     await bot.say(f"<@{dp.BOT_ID}> emergency fund size?")
     (reply,) = await until(bot.sent)
     assert reply["content"].startswith("Sorry, something went wrong on my side")
+
+
+async def test_the_crisis_protocol_alerts_the_admin_channel_without_the_message(start: Any, env: Any) -> None:
+    env(ADVISOR_SAFETY_ALERT_CHANNEL=f"slack:CALERTS,discord:{dp.CHANNEL_ID}")
+    bot = await start()
+    await bot.say("I want to kill myself tonight", channel_id=dp.DM_CHANNEL_ID, guild_id=None)
+    await until(lambda: bot.finished(dp.DM_CHANNEL_ID))
+    (alert,) = await until(lambda: bot.sent(dp.CHANNEL_ID))
+    assert "crisis protocol answered" in alert["content"] and "kill" not in alert["content"]
+    assert alert["allowed_mentions"]["parse"] == []

@@ -420,3 +420,16 @@ async def test_an_engine_failure_replaces_the_placeholder(make: Any, tmp_path: P
     await harness.post(sp.dm_message("emergency fund size?"))
     (update,) = await until(lambda: harness.posts("chat.update"))
     assert update["text"].startswith("Sorry, something went wrong on my side")
+
+
+async def test_the_crisis_protocol_alerts_the_admin_channel_without_the_message(make: Any, configure: Any) -> None:
+    configure(ADVISOR_SAFETY_ALERT_CHANNEL="discord:123,slack:CALERTS")
+    harness = await make()
+    await harness.post(sp.app_mention("How big should my emergency fund be?"))
+    await until(harness.finals)
+    await harness.post(sp.app_mention("I want to kill myself tonight", ts="1700000100.000200"))
+    (alert,) = await until(lambda: [p for p in harness.posts() if p["channel"] == "CALERTS"])
+    assert "crisis protocol answered" in alert["text"] and "<#C1>" in alert["text"] and "U" in alert["text"]
+    assert "kill" not in alert["text"]
+    await settle(harness)
+    assert len([p for p in harness.posts() if p["channel"] == "CALERTS"]) == 1  # the ordinary question: none
