@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     safety.add_argument(
         "--prompts", type=Path, required=True, metavar="FILE", help="CSV (prompt[,category]), JSONL, or one prompt a line"
     )
+    safety.add_argument(
+        "--judge", metavar="MODEL", help="judge model when a model is configured (default: ADVISOR_OPENAI_CHAT_MODEL)"
+    )
+    safety.add_argument("--no-judge", action="store_true", help="use the offline detectors even with a key")
     safety.add_argument("--json", action="store_true")
 
     add_finetune_commands(commands.add_parser("finetune", help="prepare, validate, launch and compare fine-tunes"))
@@ -453,7 +457,8 @@ async def cmd_eval_answers(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_eval_safety(settings: Settings, args: argparse.Namespace) -> int:
     from bot.safety.crisis_eval import engine_answer
-    from bot.safety.safety_eval import evaluate, read_prompts
+    from bot.openai_model import build_chat_model
+    from bot.safety.safety_eval import evaluate, model_judge, read_prompts
     from bot.wiring import build_engine, build_retrieval
 
     try:
@@ -462,8 +467,14 @@ async def cmd_eval_safety(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     stack = await build_retrieval(settings)
     engine = await build_engine(settings, stack)
+    judge_model = None
+    if settings.openai.configured and not args.no_judge:
+        key = settings.openai.api_key.get_secret_value() if settings.openai.api_key else None
+        name = args.judge or settings.openai.chat_model
+        judge_model = build_chat_model(key, settings.openai.base_url, name, settings.openai.timeout_seconds)
     try:
-        report = await evaluate(engine_answer(engine), prompts, engine.mode)
+        judge = model_judge(judge_model) if judge_model is not None else None
+        report = await evaluate(engine_answer(engine), prompts, engine.mode, judge, getattr(judge_model, "name", ""))
     finally:
         await engine.memory.close()
         await stack.close()
