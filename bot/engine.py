@@ -371,6 +371,11 @@ class Engine:
 
     async def _offline(self, key: str, hits: list[Hit], query: str, notices: list[Notice]) -> AsyncIterator[ReplyEvent]:
         answer = prompts.offline_answer(hits)
+        flagged, _ = await self._check_answer(key, answer, 0, notices)  # quoted passages are moderated too
+        if flagged is not None:
+            async for event in self._retract(key, query, flagged, Usage(), notices):
+                yield event
+            return
         yield TextDelta(answer)
         citations = tuple(prompts.citation(n, hit) for n, hit in enumerate(hits, start=1))
         if citations:

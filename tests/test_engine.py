@@ -122,7 +122,7 @@ async def test_memory_survives_a_restart(tmp_path: Path, retriever: HybridRetrie
     fake.script_chat("avalanche method for credit card debt", "Hello again.")
     await ask(restarted, "What should I do first?")
     history = chat_requests(fake, streaming=True)[-1]["messages"]
-    assert history[1] == {"role": "user", "content": "My name is Ada and I have credit card debt."}
+    assert history[1] == {"role": "user", "content": "<user_message>\nMy name is Ada and I have credit card debt.\n</user_message>"}
     assert history[2]["content"] == "Noted [1]."
 
 

@@ -351,3 +351,21 @@ def test_actions_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADVISOR_SAFETY_ACTIONS", "weather=refuse")
     with pytest.raises(SettingsError):
         load_settings(None)
+
+
+async def test_offline_mode_answers_are_moderated_before_they_are_shown(
+    tmp_path: Path, retriever: HybridRetriever, fake: FakeOpenAI
+) -> None:
+    engine = Engine(
+        load_settings(None),
+        retriever,
+        SqliteMemory(tmp_path / "memory.sqlite3"),
+        None,  # no chat model: the answer quotes passages
+        moderator=build_moderator(load_settings(None), client_for(fake)),
+    )
+    fake.script_moderation({}, {"categories": {"illicit": True}})  # the message, then the quoted passages
+    events, final = await ask(engine, "How big should my emergency fund be?")
+    assert final.text == RETRACTION and final.mode == "rejected" and not final.citations
+    assert not any(isinstance(e, TextDelta) for e in events)  # nothing flagged reached the screen
+    inputs = moderated_inputs(fake)
+    assert len(inputs) == 2 and "running without a language model" in inputs[1]
