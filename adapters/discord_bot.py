@@ -35,6 +35,12 @@ NO_PINGS = discord.AllowedMentions.none()
 SORRY = "Sorry, something went wrong on my side and I couldn't answer. Please try again in a moment."
 
 
+def gateway_client(shard_count: int | None = None) -> discord.AutoShardedClient:
+    """A sharded gateway client: `shard_count` shards, or as many as Discord recommends for the
+    bot's guild count (GET /gateway/bot: one shard below 2,500 guilds, more as it grows)."""
+    return discord.AutoShardedClient(intents=intents(), allowed_mentions=NO_PINGS, shard_count=shard_count)
+
+
 def intents() -> discord.Intents:
     """What the bot needs; message content is privileged and must be enabled in the portal."""
     wanted = discord.Intents.default()
@@ -90,7 +96,7 @@ class DiscordAdapter:
         self.settings = settings.discord
         self.admins = settings.admins
         self.safety = settings.safety
-        self.client = client or discord.Client(intents=intents(), allowed_mentions=NO_PINGS)
+        self.client = client or gateway_client(settings.discord.shard_count)
         self.tree = app_commands.CommandTree(self.client)
         self.dedupe = Deduper()
         self.chains = ChainCache()
