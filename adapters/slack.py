@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack_format import FEEDBACK_DOWN, FEEDBACK_UP, answer_messages, preview, sources_text
 from bot.admin import Admin, AdminError
 from bot.dedupe import Deduper
+from bot.inflight import InFlight
 from bot.alerts import alert_channel, alert_text
 from bot.models import Final, IncomingMessage, Notice, TextDelta
 from config.settings import Settings
@@ -85,6 +86,10 @@ class ChannelPacer:
         return time.monotonic() >= self._next.get(channel, 0.0)
 
 
+MAX_BODY = 1024 * 1024  # Slack's payloads are a few KiB; anything near this is not Slack
+ACCEPTED_TYPES = ("application/json", "application/x-www-form-urlencoded")
+
+
 def build_client(token: str, base_url: str | None = None) -> AsyncWebClient:
     """A Web API client that honours 429 Retry-After on every call."""
     kwargs = {"base_url": base_url} if base_url else {}
@@ -108,8 +113,9 @@ class SlackAdapter:
         self.engine = engine
         self.admin = admin
         self.settings = settings
-        self.client = client or build_client(token)
+        self.client = client or build_client(token, slack.api_url)
         self.dedupe = Deduper()
+        self.inflight = InFlight()
         self.pacer = ChannelPacer(update_interval)
         self.ignored: deque[str] = deque(maxlen=100)  # recent reasons for not answering (simulate reads them)
         self.follow_threads = slack.follow_threads
@@ -207,7 +213,8 @@ class SlackAdapter:
         text = re.sub(rf"<@{re.escape(bot_user_id)}>\s*", "", message.text).strip() if bot_user_id else message.text
         message = IncomingMessage(**{**message.__dict__, "text": text})
         try:
-            await self._stream(message, channel, thread_ts)
+            async with self.inflight.track():
+                await self._stream(message, channel, thread_ts)
         except SlackApiError as exc:
             self.dedupe.release(key)  # nothing (or not all) reached Slack: a retry may try again
             log.error("posting the answer to %s failed: %s", channel, exc.response.get("error"))
@@ -350,6 +357,12 @@ class SlackAdapter:
         """HTTP mode: events, slash commands and interactivity all at /slack/events."""
 
         async def events(request: web.Request) -> web.Response:
+            if self.inflight.draining:  # shutting down: Slack retries the delivery (to another worker)
+                return web.json_response({"error": "shutting down"}, status=503, headers={"Retry-After": "1"})
+            if request.content_type not in ACCEPTED_TYPES:
+                return web.json_response({"error": f"unsupported content type {request.content_type!r}"}, status=415)
+            if (request.content_length or 0) > MAX_BODY:
+                return web.json_response({"error": "request body too large"}, status=413)
             timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
             if not timestamp.isdigit() or not request.headers.get("X-Slack-Signature"):
                 return web.json_response({"error": "missing or malformed Slack signature headers"}, status=401)
@@ -358,7 +371,7 @@ class SlackAdapter:
         async def health(_: web.Request) -> web.Response:
             return web.json_response({"ok": True})
 
-        application = web.Application(client_max_size=1024 * 1024)
+        application = web.Application(client_max_size=MAX_BODY)
         application.router.add_post("/slack/events", events)
         application.router.add_get("/healthz", health)
         return application

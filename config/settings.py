@@ -101,6 +101,12 @@ class CoreSettings(_Group):
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="auto: JSON lines unless stderr is a terminal"
     )
+    shutdown_grace_seconds: float = Field(
+        25.0, ge=0, le=600, description="on SIGTERM, how long answers in flight may take to finish"
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Discord worker / Socket Mode: serve /healthz /readyz /metrics here"
+    )
     tone_pass: bool = Field(
         False, description="a second model call rewrites each grounded draft in the persona's voice"
     )
@@ -227,6 +233,7 @@ class SlackSettings(_Group):
         None, validation_alias=_known("SLACK_SIGNING_SECRET", "ADVISOR_SLACK_SIGNING_SECRET")
     )
     port: int = Field(3000, ge=1, le=65535, description="HTTP mode listening port")
+    api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL (a proxy, or a test server)")
     follow_threads: bool = Field(True, description="answer replies in a thread the bot answered, without a mention")
     bot_allowlist: CommaList = Field(default_factory=list, description="bot ids the bot answers")
 

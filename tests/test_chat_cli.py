@@ -46,7 +46,7 @@ def test_chat_streams_keeps_the_conversation_and_forgets(
     fake.script_chat("emergency fund where to keep", "In a savings account.")
     assert chat(monkeypatch, ["Where should I keep it?", "/quit", "never sent"]) == 0
     answer = [r["json"] for r in fake.requests if r["json"] and r["json"].get("stream")][-1]
-    assert answer["messages"][1] == {"role": "user", "content": "How big should my emergency fund be?"}
+    assert answer["messages"][1] == {"role": "user", "content": "<user_message>\nHow big should my emergency fund be?\n</user_message>"}
     assert "never sent" not in json.dumps([r["json"] for r in fake.requests])
 
     assert chat(monkeypatch, ["/forget", "Hello"]) == 0
