@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, TextIO
 
+from adapters.render import SHOWN_NOTICES
 from bot.models import Citation, Citations, Final, IncomingMessage, Notice, TextDelta
 
 HELP = "Commands: /sources (where the last answer came from), /forget (start over), /quit."
@@ -76,7 +77,7 @@ class ConsoleChat:
             if isinstance(event, TextDelta):
                 self._print(event.text, end="")
                 streamed = True
-            elif isinstance(event, Notice) and event.kind == "trimmed":
+            elif isinstance(event, Notice) and event.kind in SHOWN_NOTICES:
                 self._print(f"\n{event.text}\n", end="")
             elif isinstance(event, Citations):
                 self.last_sources = event.items

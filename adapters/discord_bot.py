@@ -18,9 +18,12 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from adapters.render import split_message
+from adapters.render import SHOWN_NOTICES, split_message
 from bot.admin import Admin, AdminError
+from bot import metrics
 from bot.dedupe import Deduper
+from bot.inflight import InFlight
+from bot.logs import new_turn_id, turn_context
 from bot.alerts import alert_channel, alert_text
 from bot.models import Citation, Final, IncomingMessage, Notice, TextDelta
 from config.settings import Settings
@@ -99,6 +102,7 @@ class DiscordAdapter:
         self.client = client or gateway_client(settings.discord.shard_count)
         self.tree = app_commands.CommandTree(self.client)
         self.dedupe = Deduper()
+        self.inflight = InFlight()
         self.chains = ChainCache()
         self.edit_interval = edit_interval
         self.ignored: deque[str] = deque(maxlen=100)
@@ -202,7 +206,9 @@ class DiscordAdapter:
         if not text:
             self._ignore("no text for the bot")
             return
-        if not self.dedupe.claim(str(message.id)):
+        metrics.event_in("discord", "dm" if message.guild is None else "message")
+        if not await self.dedupe.claim(str(message.id)):
+            metrics.duplicate_dropped("discord")
             self._ignore(f"duplicate delivery of message {message.id}")
             return
         channel = message.channel
@@ -218,9 +224,11 @@ class DiscordAdapter:
             message_id=str(message.id),
         )
         try:
-            await self._stream(message, incoming)
+            with turn_context(new_turn_id(), str(incoming.conversation), "discord"):
+                async with self.inflight.track():
+                    await self._stream(message, incoming)
         except discord.HTTPException as exc:
-            self.dedupe.release(str(message.id))
+            await self.dedupe.release(str(message.id))
             log.error("posting the answer in channel %s failed: %s", channel.id, exc)
         except Exception:  # a bug or an outage inside the engine: say so rather than stay silent
             log.exception("answering message %s failed", message.id)
@@ -240,7 +248,7 @@ class DiscordAdapter:
                     if time.monotonic() - last_edit >= self.edit_interval:
                         await self._show(message, posted, split_message(text, MESSAGE_LIMIT), final=False)
                         last_edit = time.monotonic()
-                elif isinstance(event, Notice) and event.kind == "trimmed":
+                elif isinstance(event, Notice) and event.kind in SHOWN_NOTICES:
                     notices.append(event)
                 elif isinstance(event, Final):
                     final = event

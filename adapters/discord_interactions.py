@@ -35,7 +35,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from adapters.discord_bot import EDIT_INTERVAL, FEEDBACK_PREFIX, MESSAGE_LIMIT, SORRY, sources_line
-from adapters.render import split_message
+from adapters.render import SHOWN_NOTICES, split_message
 from bot.admin import Admin, AdminError, advisor_version
 from bot.models import Final, IncomingMessage, Notice, TextDelta
 from config.settings import AdminSettings, Settings
@@ -398,7 +398,7 @@ class DiscordInteractions:
                     if first.strip() and first != shown:
                         await hook.edit(first)
                         shown, last_edit = first, time.monotonic()
-            elif isinstance(event, Notice) and event.kind == "trimmed":
+            elif isinstance(event, Notice) and event.kind in SHOWN_NOTICES:
                 notices.append(event)
             elif isinstance(event, Final):
                 final = event

@@ -102,3 +102,6 @@ def split_message(text: str, limit: int) -> list[str]:
     if current:
         parts.append(current)
     return parts
+
+# Notices users see above the answer (others, such as admin alerts, are not for them).
+SHOWN_NOTICES = frozenset({"trimmed", "search_unavailable"})

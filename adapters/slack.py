@@ -21,14 +21,17 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.ops_http import CountingRateLimitHandler
+from adapters.render import SHOWN_NOTICES
 from adapters.slack_format import FEEDBACK_DOWN, FEEDBACK_UP, answer_messages, preview, sources_text
 from bot.admin import Admin, AdminError
+from bot import metrics
+from bot.alerts import alert_channel, alert_text
 from bot.dedupe import Deduper
 from bot.inflight import InFlight
-from bot.alerts import alert_channel, alert_text
+from bot.logs import new_turn_id, turn_context
 from bot.models import Final, IncomingMessage, Notice, TextDelta
 from config.settings import Settings
 
@@ -93,7 +96,7 @@ ACCEPTED_TYPES = ("application/json", "application/x-www-form-urlencoded")
 def build_client(token: str, base_url: str | None = None) -> AsyncWebClient:
     """A Web API client that honours 429 Retry-After on every call."""
     kwargs = {"base_url": base_url} if base_url else {}
-    return AsyncWebClient(token=token, retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3)], **kwargs)
+    return AsyncWebClient(token=token, retry_handlers=[CountingRateLimitHandler(max_retry_count=3)], **kwargs)
 
 
 class SlackAdapter:
@@ -205,18 +208,21 @@ class SlackAdapter:
     async def _answer(self, event: dict[str, Any], body: dict[str, Any], thread_ts: str | None, bot_user_id: str | None) -> None:
         channel, ts = event["channel"], event["ts"]
         key = f"{channel}:{ts}"
-        if not self.dedupe.claim(key):
+        metrics.event_in("slack", "dm" if event.get("channel_type") == "im" else "message")
+        if not await self.dedupe.claim(key):
             log.info("duplicate delivery of %s ignored (event %s)", key, body.get("event_id"))
+            metrics.duplicate_dropped("slack")
             self.ignored.append(f"duplicate delivery of message {ts} in {channel}")
             return
         message = self._conversation(body, event, thread_ts)
         text = re.sub(rf"<@{re.escape(bot_user_id)}>\s*", "", message.text).strip() if bot_user_id else message.text
         message = IncomingMessage(**{**message.__dict__, "text": text})
         try:
-            async with self.inflight.track():
-                await self._stream(message, channel, thread_ts)
+            with turn_context(new_turn_id(), str(message.conversation), "slack"):
+                async with self.inflight.track():
+                    await self._stream(message, channel, thread_ts)
         except SlackApiError as exc:
-            self.dedupe.release(key)  # nothing (or not all) reached Slack: a retry may try again
+            await self.dedupe.release(key)  # nothing (or not all) reached Slack: a retry may try again
             log.error("posting the answer to %s failed: %s", channel, exc.response.get("error"))
 
     async def _stream(self, message: IncomingMessage, channel: str, thread_ts: str | None) -> None:
@@ -233,7 +239,7 @@ class SlackAdapter:
                     if self.pacer.ready(channel):
                         await self.pacer.wait(channel)
                         await self.client.chat_update(channel=channel, ts=message_ts, text=preview(streamed))
-                elif isinstance(event, Notice) and event.kind == "trimmed":
+                elif isinstance(event, Notice) and event.kind in SHOWN_NOTICES:
                     notices.append(event)
                 elif isinstance(event, Final):
                     final = event

@@ -2,7 +2,8 @@
 
 A delivery `claim`s its key before work starts; a finished one is remembered for `ttl`
 seconds (longer than any platform's retry schedule), a failed one is `release`d so the
-next retry is answered. In-process; the shared Redis version keeps the same methods.
+next retry is answered. In-process; `bot.redis_dedupe.RedisDeduper` is the shared version
+with the same (async) methods.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Deduper:
         while self._seen and (next(iter(self._seen.values())) <= now or len(self._seen) > self.max_keys):
             self._seen.popitem(last=False)
 
-    def claim(self, key: str) -> bool:
+    async def claim(self, key: str) -> bool:
         """True for the first delivery of `key` (in flight or done within the window)."""
         now = self.clock()
         self._expire(now)
@@ -34,7 +35,7 @@ class Deduper:
         self._seen[key] = now + self.ttl
         return True
 
-    def release(self, key: str) -> None:
+    async def release(self, key: str) -> None:
         """The claimed work failed before anything was posted: let a retry through."""
         self._seen.pop(key, None)
 

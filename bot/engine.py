@@ -7,13 +7,15 @@ per conversation; with no model configured it answers honestly from the passages
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from typing import Any
 
-from bot import prompts
+from bot import metrics, prompts
+from bot.logs import current_context, new_turn_id
 from bot.memory import SqliteMemory, Turn
 from bot.models import Citations, Exemplar, Final, Hit, IncomingMessage, Notice, ReplyEvent, TextDelta, Usage
 from bot.ports import ChatModel, ExemplarSource, ModelError, Retriever
@@ -86,7 +88,47 @@ class Engine:
         return await self.memory.forget(conversation)
 
     async def answer(self, message: IncomingMessage) -> AsyncIterator[ReplyEvent]:
-        """Reply events for one message: deltas, notices, citations, then exactly one Final."""
+        """Reply events for one message: deltas, notices, citations, then exactly one Final.
+
+        Each turn is counted in the metrics and ends with one `turn` log record (mode, timings,
+        sources, usage, cost; never the text) under the caller's turn id, or a new one."""
+        trace = current_context().get("turn_id") or new_turn_id()
+        started = time.perf_counter()
+        first_token: float | None = None
+        with metrics.in_flight():
+            async for event in self._answer(message):
+                if first_token is None and isinstance(event, TextDelta):
+                    first_token = time.perf_counter() - started
+                if isinstance(event, Final):
+                    self._record_turn(trace, message, event, first_token, time.perf_counter() - started)
+                yield event
+
+    def _record_turn(
+        self, trace: str, message: IncomingMessage, final: Final, first_token: float | None, total: float
+    ) -> None:
+        metrics.answer_out(message.platform, final.mode, first_token, total)
+        metrics.model_usage(final.usage.prompt_tokens, final.usage.completion_tokens, final.cost_usd)
+        log.info(
+            "turn %s answered: %s",
+            trace,
+            final.mode,
+            extra={
+                "turn_id": trace,
+                "conversation": str(message.conversation),
+                "platform": message.platform,
+                "memory_turn": final.turn_id,
+                "mode": final.mode,
+                "first_token_ms": round(first_token * 1000, 1) if first_token is not None else None,
+                "total_ms": round(total * 1000, 1),
+                "sources": [f"{c.source}#{c.number}" for c in final.citations],
+                "notices": [n.kind for n in final.notices],
+                "prompt_tokens": final.usage.prompt_tokens,
+                "completion_tokens": final.usage.completion_tokens,
+                "cost_usd": final.cost_usd,
+            },
+        )
+
+    async def _answer(self, message: IncomingMessage) -> AsyncIterator[ReplyEvent]:
         text = message.text.strip()
         limit = self.settings.limits.max_message_chars
         if not text:
@@ -101,11 +143,10 @@ class Engine:
             )
             return
         key = str(message.conversation)
-        wait = max(
-            self.user_limit.try_take(f"{message.platform}:{message.workspace}:{message.author}"),
-            self.conversation_limit.try_take(key),
-        )
+        user_wait = self.user_limit.try_take(f"{message.platform}:{message.workspace}:{message.author}")
+        wait = max(user_wait, self.conversation_limit.try_take(key))
         if wait > 0:
+            metrics.rate_limited("user" if user_wait > 0 else "conversation")
             notice = Notice("rate_limited", f"Please wait about {max(1, round(wait))} seconds.")
             yield notice
             yield Final(
@@ -164,9 +205,11 @@ class Engine:
 
     async def _retrieve(self, query: str) -> tuple[list[Hit], Notice | None]:
         """Relevant hits, or none and a notice when the store is down."""
+        started = time.perf_counter()
         try:
-            hits = await self.retriever.search(query)
-        except Exception:  # a store outage must not stop the answer
+            hits = await asyncio.wait_for(self.retriever.search(query), self.settings.retrieval.timeout_seconds)
+            metrics.retrieval_took(time.perf_counter() - started)
+        except Exception:  # a store outage or a search slower than the timeout must not stop the answer
             log.exception("retrieval failed; answering without the knowledge base")
             return [], Notice("search_unavailable", "My knowledge base can't be searched right now.")
         floor = self.settings.retrieval.min_relevance
@@ -314,7 +357,10 @@ class Engine:
         """The moderation verdict for `text`, or None when moderation is off."""
         if self.moderator is None:
             return None
-        return await self.moderator.check(text, stage, key)
+        verdict = await self.moderator.check(text, stage, key)
+        if verdict is not None and verdict.categories:
+            metrics.moderation_flag(stage, verdict.action)
+        return verdict
 
     async def _check_answer(self, key: str, answer: str, checked: int, notices: list[Notice]) -> tuple[Verdict | None, int]:
         """Moderate the answer's unchecked tail (with some overlap, so a phrase split across segments
@@ -362,6 +408,7 @@ class Engine:
     async def _crisis(self, key: str, message: IncomingMessage, text: str, reasons: tuple[str, ...]) -> AsyncIterator[ReplyEvent]:
         """The crisis protocol (docs/crisis-protocol.md): a fixed, warm answer with resources."""
         log.warning("crisis protocol: conversation=%s reasons=%s", key, ",".join(reasons))  # never the text
+        metrics.crisis()
         await self.memory.add(key, "user", text, {"author": message.author, "message_id": message.message_id})
         reply = protocol_message(self.settings.safety.crisis_locale, self.crisis_resources)
         yield TextDelta(reply)
@@ -389,6 +436,7 @@ class Engine:
         self, error: ModelError, parts: list[str], hits: list[Hit], usage: Usage, notices: list[Notice]
     ) -> AsyncIterator[ReplyEvent]:
         """A short, clear message; the user's turn stays in memory, the failed reply does not."""
+        metrics.model_error(error.kind)
         if error.kind == "interrupted":
             tail = "\n\n(My answer was cut off because my language model stopped responding. Please ask again.)"
             yield TextDelta(tail)

@@ -196,6 +196,9 @@ class RetrievalSettings(_Group):
     chunk_tokens: int = Field(200, ge=32, le=2000)
     chunk_overlap: int = Field(40, ge=0)
     bm25_avg_len: float = Field(120.0, gt=0, description="typical chunk length in words, for BM25")
+    timeout_seconds: float = Field(
+        5.0, gt=0, le=120, description="a search slower than this is abandoned and the answer goes on without it"
+    )
     exemplars_k: int = Field(
         2, ge=0, le=10, description="similar exemplar Q&A pairs shown to the model as examples of voice (0: none)"
     )
