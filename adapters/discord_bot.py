@@ -93,6 +93,7 @@ class DiscordAdapter:
         settings: Settings,
         client: discord.Client | None = None,
         edit_interval: float = EDIT_INTERVAL,
+        dedupe: Any = None,
     ) -> None:
         self.engine = engine
         self.admin = admin
@@ -101,7 +102,7 @@ class DiscordAdapter:
         self.safety = settings.safety
         self.client = client or gateway_client(settings.discord.shard_count)
         self.tree = app_commands.CommandTree(self.client)
-        self.dedupe = Deduper()
+        self.dedupe = dedupe or Deduper()  # shared (Redis) across processes and shards when given
         self.inflight = InFlight()
         self.chains = ChainCache()
         self.edit_interval = edit_interval
@@ -359,7 +360,7 @@ class DiscordAdapter:
         if not self._is_admin(interaction):
             await interaction.response.send_message("Sorry, only admins can reindex the knowledge base.", ephemeral=True)
             return
-        if self.admin.reindexing:
+        if await self.admin.reindex_running():
             await interaction.response.send_message("A reindex is already running; try again when it's done.", ephemeral=True)
             return
         try:

@@ -33,6 +33,7 @@ from bot.dedupe import Deduper
 from bot.inflight import InFlight
 from bot.logs import new_turn_id, turn_context
 from bot.models import Final, IncomingMessage, Notice, TextDelta
+from bot.ports import StateUnavailable
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,14 +111,19 @@ class SlackAdapter:
         client: AsyncWebClient | None = None,
         bot_user_id: str | None = None,
         update_interval: float = UPDATE_INTERVAL,
+        dedupe: Any = None,
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`dedupe`: shared (Redis) de-duplication, else in-process. `gate`: raises `StateUnavailable`
+        when shared state is down, so deliveries are refused (503, Slack retries) rather than lost."""
         slack = settings.slack
         token = slack.bot_token.get_secret_value() if slack.bot_token else ""
         self.engine = engine
         self.admin = admin
         self.settings = settings
         self.client = client or build_client(token, slack.api_url)
-        self.dedupe = Deduper()
+        self.dedupe = dedupe or Deduper()
+        self.gate = gate
         self.inflight = InFlight()
         self.pacer = ChannelPacer(update_interval)
         self.ignored: deque[str] = deque(maxlen=100)  # recent reasons for not answering (simulate reads them)
@@ -317,7 +323,7 @@ class SlackAdapter:
         if not await self._is_admin(user):
             await ack(response_type="ephemeral", text="Sorry, only workspace admins can reindex the knowledge base.")
             return
-        if self.admin.reindexing:
+        if await self.admin.reindex_running():
             await ack(response_type="ephemeral", text="A reindex is already running; I'll post here when it's done.")
             return
         try:
@@ -360,7 +366,18 @@ class SlackAdapter:
     # -- transports ---------------------------------------------------------
 
     def web_app(self) -> web.Application:
-        """HTTP mode: events, slash commands and interactivity all at /slack/events."""
+        """HTTP mode: events, slash commands and interactivity all at /slack/events, and /healthz."""
+
+        async def health(_: web.Request) -> web.Response:
+            return web.json_response({"ok": True})
+
+        application = web.Application(client_max_size=MAX_BODY)
+        self.add_routes(application)
+        application.router.add_get("/healthz", health)
+        return application
+
+    def add_routes(self, application: web.Application) -> None:
+        """POST /slack/events on an existing app (the web process serves other routes beside it)."""
 
         async def events(request: web.Request) -> web.Response:
             if self.inflight.draining:  # shutting down: Slack retries the delivery (to another worker)
@@ -372,15 +389,15 @@ class SlackAdapter:
             timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
             if not timestamp.isdigit() or not request.headers.get("X-Slack-Signature"):
                 return web.json_response({"error": "missing or malformed Slack signature headers"}, status=401)
+            if self.gate is not None:
+                try:
+                    await self.gate()
+                except StateUnavailable as exc:  # not acknowledged, so not lost: Slack delivers it again
+                    log.error("refusing a delivery while shared state is down: %s", exc)
+                    return web.json_response({"error": "temporarily unavailable"}, status=503, headers={"Retry-After": "5"})
             return await to_aiohttp_response(await self.app.async_dispatch(await to_bolt_request(request)))
 
-        async def health(_: web.Request) -> web.Response:
-            return web.json_response({"ok": True})
-
-        application = web.Application(client_max_size=MAX_BODY)
         application.router.add_post("/slack/events", events)
-        application.router.add_get("/healthz", health)
-        return application
 
     def socket_mode(self, app_token: str) -> Any:
         """Socket Mode over the same app: `await handler.start_async()` runs until stopped."""

@@ -28,17 +28,25 @@ def advisor_version() -> str:
 
 
 class Admin:
-    def __init__(self, engine: Any, indexer: Indexer | None, store: Any, knowledge_paths: list[str]) -> None:
+    def __init__(
+        self, engine: Any, indexer: Indexer | None, store: Any, knowledge_paths: list[str], shared_lock: Any = None
+    ) -> None:
         self.engine = engine
         self.indexer = indexer
         self.store = store
         self.roots = [Path(p).expanduser().resolve() for p in knowledge_paths]
         self.started = time.time()
         self._reindexing = asyncio.Lock()
+        self.shared_lock = shared_lock  # with Redis: one reindex at a time across every process
 
     @property
     def reindexing(self) -> bool:
         return self._reindexing.locked()
+
+    async def reindex_running(self) -> bool:
+        if self._reindexing.locked():
+            return True
+        return bool(self.shared_lock is not None and await self.shared_lock.locked())
 
     def resolve(self, path: str | None) -> list[Path]:
         """The paths to index: the configured ones, or one inside them (never elsewhere on the server)."""
@@ -61,7 +69,13 @@ class Admin:
         if self._reindexing.locked():
             raise AdminError("A reindex is already running; wait for it to finish.")
         async with self._reindexing:
-            return await self.indexer.run(paths, full=True, progress=progress)
+            if self.shared_lock is not None and not await self.shared_lock.acquire():
+                raise AdminError("A reindex is already running in another process; wait for it to finish.")
+            try:
+                return await self.indexer.run(paths, full=True, progress=progress)
+            finally:
+                if self.shared_lock is not None:
+                    await self.shared_lock.release()
 
     async def status(self) -> dict[str, Any]:
         uptime = int(time.time() - self.started)
@@ -75,6 +89,6 @@ class Admin:
             "mode": self.engine.mode,
             "model": model or "none (offline mode)",
             "indexed_passages": passages,
-            "reindexing": self.reindexing,
+            "reindexing": await self.reindex_running(),
             "uptime": f"{uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s",
         }

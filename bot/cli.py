@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.finetune.cli import add_finetune_commands, run_finetune
+from bot.logs import configure_logging
 from config.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("advisor")
@@ -77,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     slack = platforms.add_parser("slack", help="Slack: Socket Mode with SLACK_APP_TOKEN, else HTTP")
     slack.add_argument("--http", action="store_true", help="serve the Events API over HTTP even if an app token is set")
     slack.add_argument("--port", type=int, default=None, help="HTTP port (default ADVISOR_SLACK_PORT)")
+    slack.add_argument("--workers", type=int, default=1, help="HTTP mode: this many processes on one port (needs REDIS_URL)")
+    web = platforms.add_parser("web", help="the HTTP process: Slack Events API and/or Discord interactions endpoint")
+    web.add_argument("--port", type=int, default=None, help="HTTP port (default ADVISOR_SLACK_PORT)")
+    web.add_argument("--workers", type=int, default=1, help="this many processes on one port (needs REDIS_URL)")
+    for parser_ in (slack, web):  # set by --workers for its children
+        parser_.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     simulate = commands.add_parser("simulate", help="dry-run recorded platform payloads through the adapters")
     sim_platforms = simulate.add_subparsers(dest="platform", required=True)
@@ -308,10 +315,26 @@ async def cmd_ask(settings: Settings, question: str, as_json: bool) -> int:
     return 0 if final.mode in {"model", "offline", "crisis"} else 1
 
 
-async def cmd_run_slack(settings: Settings, http: bool, port: int | None) -> int:
-    from aiohttp import web
+async def cmd_run_web(settings: Settings, port: int | None, reuse_port: bool) -> int:
+    from adapters.serve import run_web
+    from bot.wiring import build_services
 
-    from adapters.slack import SlackAdapter
+    slack_ready = settings.slack.bot_token and settings.slack.signing_secret
+    discord_ready = settings.discord.public_key and settings.discord.application_id
+    if not (slack_ready or discord_ready):
+        raise UsageError(
+            "nothing to serve over HTTP: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (Slack Events API), "
+            "or DISCORD_PUBLIC_KEY and DISCORD_APPLICATION_ID (Discord interactions endpoint)"
+        )
+    services = await build_services(settings)
+    try:
+        return await run_web(settings, services, port or settings.slack.port, reuse_port=reuse_port)
+    finally:
+        await services.close()
+
+
+async def cmd_run_slack(settings: Settings, http: bool, port: int | None, reuse_port: bool) -> int:
+    from adapters.serve import run_socket_mode
     from bot.wiring import build_services
 
     slack = settings.slack
@@ -321,35 +344,26 @@ async def cmd_run_slack(settings: Settings, http: bool, port: int | None) -> int
         missing.append("SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode)")
     if missing:
         raise UsageError(f"Slack is not configured: set {' and '.join(missing)}")
+    if not socket_mode:
+        return await cmd_run_web(settings, port, reuse_port)
     services = await build_services(settings)
-    adapter = SlackAdapter(services.engine, services.admin, settings)
     try:
-        if socket_mode:
-            log.info("Slack Socket Mode starting (%s mode)", services.engine.mode)
-            await adapter.socket_mode(slack.app_token.get_secret_value()).start_async()  # type: ignore[union-attr]
-        else:
-            runner = web.AppRunner(adapter.web_app())
-            await runner.setup()
-            await web.TCPSite(runner, "0.0.0.0", port or slack.port).start()
-            log.info("Slack HTTP mode on port %s, POST /slack/events (%s mode)", port or slack.port, services.engine.mode)
-            await asyncio.Event().wait()
+        return await run_socket_mode(settings, services)
     finally:
         await services.close()
-    return 0
 
 
 async def cmd_run_discord(settings: Settings) -> int:
     import discord
 
-    from adapters.discord_bot import DiscordAdapter
+    from adapters.serve import run_discord_gateway
     from bot.wiring import build_services
 
     if not settings.discord.token:
         raise UsageError("Discord is not configured: set DISCORD_TOKEN")
     services = await build_services(settings)
-    adapter = DiscordAdapter(services.engine, services.admin, settings)
     try:
-        await adapter.client.start(settings.discord.token.get_secret_value())
+        await run_discord_gateway(settings, services)
     except discord.PrivilegedIntentsRequired:
         print(
             "error: Discord refused the Message Content intent. Enable it in the Developer Portal: "
@@ -361,8 +375,6 @@ async def cmd_run_discord(settings: Settings) -> int:
         print("error: Discord rejected DISCORD_TOKEN (check the bot token in the Developer Portal)", file=sys.stderr)
         return 1
     finally:
-        if not adapter.client.is_closed():
-            await adapter.client.close()
         await services.close()
     return 0
 
@@ -520,8 +532,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return await cmd_simulate(settings, args.platform, args.files, args.bot_user_id)
     if args.command == "run" and args.platform == "discord":
         return await cmd_run_discord(settings)
+    if args.command == "run" and args.platform == "web":
+        return await cmd_run_web(settings, args.port, reuse_port=args.reuse_port)
     if args.command == "run":
-        return await cmd_run_slack(settings, args.http, args.port)
+        return await cmd_run_slack(settings, args.http, args.port, reuse_port=args.reuse_port)
     if args.command == "eval" and args.action == "crisis":
         return await cmd_eval_crisis(settings, args)
     if args.command == "eval" and args.action == "answers":
@@ -543,9 +557,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.core.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("httpx", "httpx2", "httpcore", "httpcore2"):  # a line per request is noise, and URLs can carry ids
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(settings.core.log_level, settings.core.log_format, secrets=settings.secret_values())
+    if args.command == "run" and args.platform != "discord":
+        workers = args.workers
+        if workers < 1:
+            print("error: --workers must be at least 1", file=sys.stderr)
+            return 2
+        if workers > 1:
+            if not settings.memory.redis_url:
+                print(
+                    "error: --workers above 1 needs REDIS_URL: de-duplication, rate limits and memory must be shared",
+                    file=sys.stderr,
+                )
+                return 2
+            from adapters.serve import run_workers
+
+            return run_workers([*(argv if argv is not None else sys.argv[1:]), "--workers", "1", "--reuse-port"], workers)
     if args.command == "config":
         return cmd_config_check(settings)
     problems = settings.problems()

@@ -8,9 +8,10 @@ per conversation; with no model configured it answers honestly from the passages
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -18,7 +19,7 @@ from bot import metrics, prompts
 from bot.logs import current_context, new_turn_id
 from bot.memory import SqliteMemory, Turn
 from bot.models import Citations, Exemplar, Final, Hit, IncomingMessage, Notice, ReplyEvent, TextDelta, Usage
-from bot.ports import ChatModel, ExemplarSource, ModelError, Retriever
+from bot.ports import ChatModel, ExemplarSource, ModelError, Retriever, StateUnavailable
 from bot.pricing import cost_usd
 from bot.ratelimit import ConversationLocks, TokenBucket
 from bot.safety.crisis import detect, protocol_message
@@ -38,6 +39,15 @@ MODEL_TROUBLE = {
     "bad_request": "My language model couldn't take that request.",
 }
 RETENTION_SWEEP_SECONDS = 3600.0
+MEMORY_DOWN = (
+    "I can't reach my conversation memory right now, so I can't answer properly. "
+    "Please send your message again in a minute."
+)
+
+
+async def _taken(result: float | Awaitable[float]) -> float:
+    """A rate limiter's answer, whether it is in-process (a number) or shared (awaited)."""
+    return await result if inspect.isawaitable(result) else result  # type: ignore[return-value]
 
 
 def fallback_rewrite(history: list[tuple[str, str]], latest: str) -> str:
@@ -61,6 +71,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         moderator: Moderator | None = None,
         exemplars: ExemplarSource | None = None,
+        shared: Any = None,
     ) -> None:
         self.settings = settings
         self.retriever = retriever
@@ -68,9 +79,12 @@ class Engine:
         self.model = model
         self.count_tokens = count_tokens
         self.clock = clock
-        self.user_limit = TokenBucket(settings.limits.user_per_minute)
-        self.conversation_limit = TokenBucket(settings.limits.conversation_per_minute)
-        self.locks = ConversationLocks()
+        # in-process limits and turn-taking, or `shared` ones (Redis) that every process sees
+        self.user_limit: Any = shared.user_limit if shared else TokenBucket(settings.limits.user_per_minute)
+        self.conversation_limit: Any = (
+            shared.conversation_limit if shared else TokenBucket(settings.limits.conversation_per_minute)
+        )
+        self.locks: Any = shared.locks if shared else ConversationLocks()
         self.crisis_resources = load_resources(settings.safety.crisis_resources_file)  # a bad file fails at start-up
         self._last_sweep = 0.0
         # without a moderator given, the offline rules moderate (unless ADVISOR_SAFETY_MODERATION=false)
@@ -143,8 +157,12 @@ class Engine:
             )
             return
         key = str(message.conversation)
-        user_wait = self.user_limit.try_take(f"{message.platform}:{message.workspace}:{message.author}")
-        wait = max(user_wait, self.conversation_limit.try_take(key))
+        try:
+            user_wait = await _taken(self.user_limit.try_take(f"{message.platform}:{message.workspace}:{message.author}"))
+            wait = max(user_wait, await _taken(self.conversation_limit.try_take(key)))
+        except StateUnavailable as exc:  # limits are a courtesy: fail open, loudly
+            log.error("rate limits unavailable, not applied: %s", exc)
+            user_wait = wait = 0.0
         if wait > 0:
             metrics.rate_limited("user" if user_wait > 0 else "conversation")
             notice = Notice("rate_limited", f"Please wait about {max(1, round(wait))} seconds.")
@@ -157,9 +175,31 @@ class Engine:
                 notices=(notice,),
             )
             return
-        async with self.locks.hold(key):
-            async for event in self._answer_in_turn(key, message, text):
+        finished = False
+        try:
+            async with self.locks.hold(key):
+                async for event in self._answer_in_turn(key, message, text):
+                    finished = finished or isinstance(event, Final)
+                    yield event
+        except StateUnavailable as exc:
+            if finished:  # the answer is out; only bookkeeping after it failed
+                log.error("shared state failed after the answer: %s", exc)
+                return
+            log.error("shared state unavailable, the message was not answered: %s", exc)
+            async for event in self._state_down(key, text):
                 yield event
+
+    async def _state_down(self, key: str, text: str) -> AsyncIterator[ReplyEvent]:
+        """Memory or locks cannot be reached: the crisis protocol still holds (on this message alone),
+        everything else gets a clear message to send it again."""
+        if detect(text, []).level == "crisis":
+            metrics.crisis()
+            reply = protocol_message(self.settings.safety.crisis_locale, self.crisis_resources)
+            yield TextDelta(reply)
+            yield Final(reply, (), "crisis", notices=(Notice("alert", "the crisis protocol answered (memory down)"),))
+            return
+        yield TextDelta(MEMORY_DOWN)
+        yield Final(MEMORY_DOWN, (), "error")
 
     async def _sweep_retention(self) -> None:
         now = self.clock()

@@ -80,6 +80,10 @@ class ExemplarSource(Protocol):
     async def similar(self, question: str, k: int) -> list[Exemplar]: ...
 
 
+class StateUnavailable(RuntimeError):
+    """Shared state (memory, limits, locks) cannot be reached; the message is safe to log."""
+
+
 class ModelError(Exception):
     """A chat model call failed. `kind`: rate_limited, quota, context_length, unavailable,
     interrupted, auth or bad_request; `retry_after` in seconds when the provider said."""

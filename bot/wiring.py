@@ -37,8 +37,52 @@ async def build_retrieval(settings: Settings) -> RetrievalStack:
     return RetrievalStack(embedder, sparse, store, HybridRetriever(store, embedder, sparse, settings.retrieval))
 
 
-async def build_engine(settings: Settings, stack: RetrievalStack | None = None) -> Any:
-    """The engine with SQLite memory under the data directory and the model, if one is configured."""
+@dataclass
+class SharedState:
+    """Memory, rate limits, turn-taking, de-duplication and the reindex lock in Redis, shared by
+    every process serving one workspace (REDIS_URL set)."""
+
+    client: Any
+    memory: Any
+    user_limit: Any
+    conversation_limit: Any
+    locks: Any
+    dedupe: Any
+    reindex_lock: Any
+
+    async def close(self) -> None:
+        from bot.redis_client import close
+
+        await close(self.client)
+
+
+async def build_shared(settings: Settings) -> SharedState | None:
+    """The Redis-backed state when REDIS_URL is set (checked with a PING), else None (in-process)."""
+    if not settings.memory.redis_url:
+        return None
+    from bot.redis_client import connect, ping
+    from bot.redis_dedupe import RedisDeduper
+    from bot.redis_limits import RedisConversationLocks, RedisTokenBucket
+    from bot.redis_lock import RedisReindexLock
+    from bot.redis_memory import RedisMemory
+
+    client = connect(settings.memory.redis_url)
+    await ping(client)  # a wrong URL or a server that is down fails at start-up, clearly
+    limits = settings.limits
+    return SharedState(
+        client,
+        RedisMemory(client),
+        RedisTokenBucket(client, limits.user_per_minute, name="user"),
+        RedisTokenBucket(client, limits.conversation_per_minute, name="conversation"),
+        RedisConversationLocks(client),
+        RedisDeduper(client),
+        RedisReindexLock(client),
+    )
+
+
+async def build_engine(settings: Settings, stack: RetrievalStack | None = None, shared: SharedState | None = None) -> Any:
+    """The engine with memory (Redis when shared, else SQLite under the data directory) and the
+    model, if one is configured."""
     from bot.engine import Engine
     from bot.memory import SqliteMemory
     from bot.openai_model import build_chat_model
@@ -59,7 +103,7 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None) 
             timeout=settings.safety.moderation_timeout_seconds,
             max_retries=0,
         )
-    memory = SqliteMemory(settings.data_dir / "memory.sqlite3")
+    memory = shared.memory if shared else SqliteMemory(settings.data_dir / "memory.sqlite3")
     return Engine(
         settings,
         stack.retriever,
@@ -67,6 +111,7 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None) 
         model,
         moderator=build_moderator(settings, moderation_client),
         exemplars=await open_exemplars(settings, stack) if settings.retrieval.exemplars_k else None,
+        shared=shared,
     )
 
 
@@ -88,19 +133,34 @@ class Services:
     stack: RetrievalStack
     engine: Any
     admin: Any
+    shared: SharedState | None = None
+
+    @property
+    def redis(self) -> Any:
+        return self.shared.client if self.shared else None
+
+    def deduper(self) -> Any:
+        """Exactly-once event handling: shared by every process with Redis, else in this one."""
+        from bot.dedupe import Deduper
+
+        return self.shared.dedupe if self.shared else Deduper()
 
     async def close(self) -> None:
         await self.engine.memory.close()
         await self.stack.close()
+        if self.shared is not None:
+            await self.shared.close()
 
 
 async def build_services(settings: Settings) -> Services:
     from bot.admin import Admin
     from retrieval.ingest import Ingestor
 
+    shared = await build_shared(settings)
     stack = await build_retrieval(settings)
-    engine = await build_engine(settings, stack)
+    engine = await build_engine(settings, stack, shared)
     indexer = Ingestor(
         stack.store, stack.embedder, stack.sparse, settings.retrieval.chunk_tokens, settings.retrieval.chunk_overlap
     )
-    return Services(stack, engine, Admin(engine, indexer, stack.store, settings.core.knowledge_paths))
+    lock = shared.reindex_lock if shared else None
+    return Services(stack, engine, Admin(engine, indexer, stack.store, settings.core.knowledge_paths, lock), shared)

@@ -434,6 +434,16 @@ class Settings(BaseModel):
             "discord": [] if self.discord.token else ["DISCORD_TOKEN"],
         }
 
+    def secret_values(self) -> list[str]:
+        """Every secret's value (for the log redaction), and the Redis URL, which may carry a password."""
+        values = [
+            getattr(getattr(self, name), field).get_secret_value()
+            for name, group_cls in GROUPS.items()
+            for field in group_cls.model_fields
+            if isinstance(getattr(getattr(self, name), field), SecretStr)
+        ]
+        return [v for v in values if v] + ([self.memory.redis_url] if self.memory.redis_url else [])
+
     def masked(self) -> dict[str, dict[str, str]]:
         """Every effective value by group and variable name, secrets masked."""
         shown: dict[str, dict[str, str]] = {}
