@@ -570,6 +570,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 2
+            if not settings.qdrant.url:
+                print(
+                    "error: --workers above 1 needs QDRANT_URL: the embedded Qdrant engine is opened by one process "
+                    "at a time (run a Qdrant server; see the README's Production section)",
+                    file=sys.stderr,
+                )
+                return 2
             from adapters.serve import run_workers
 
             return run_workers([*(argv if argv is not None else sys.argv[1:]), "--workers", "1", "--reuse-port"], workers)

@@ -10,6 +10,7 @@ Keys live under one prefix (`advisor:` by default). Scripts build some keys from
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -114,6 +115,17 @@ def guarded(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             return await method(*args, **kwargs)
 
     return wrapper
+
+
+def raise_if_cancelled() -> None:
+    """Honour a cancellation that a Redis call swallowed; loops that poll Redis call this after each call.
+
+    redis-py writes under `asyncio.wait_for`, which in Python 3.11 drops a cancellation that
+    arrives just as the write completes (fixed in 3.12); the task is still marked as cancelling.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def ping(client: redis.asyncio.Redis) -> None:

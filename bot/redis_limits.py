@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio
 
-from bot.redis_client import DEFAULT_PREFIX, RedisUnavailable, guard, guarded
+from bot.redis_client import DEFAULT_PREFIX, RedisUnavailable, guard, guarded, raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +163,13 @@ class RedisConversationLocks:
         queue, _ = self._keys(key)
         while True:
             state = await self._turn(keys=[queue], args=[token, self.prefix + "lease:"])
+            raise_if_cancelled()
             if state == 1:
                 return
             if state == -1:  # our lease lapsed (a stalled loop?) and we were skipped: queue again
                 log.warning("conversation %s: lost our place in the queue, queueing again", key)
                 await self._enqueue(key, token)
+                raise_if_cancelled()
             await asyncio.sleep(self.poll_seconds)
 
     async def _keep_lease(self, key: str, token: str) -> None:
@@ -183,6 +185,7 @@ class RedisConversationLocks:
             except RedisUnavailable as error:
                 log.warning("conversation %s: could not renew the lease: %s", key, error)
                 continue
+            raise_if_cancelled()
             if not alive:
                 log.warning("conversation %s: the lease lapsed; another process may answer at the same time", key)
 

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio
 
-from bot.redis_client import DEFAULT_PREFIX, RedisUnavailable, guard, guarded
+from bot.redis_client import DEFAULT_PREFIX, RedisUnavailable, guard, guarded, raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class RedisReindexLock:
             except RedisUnavailable as error:
                 log.warning("lock %s: could not renew the lease: %s", self.name, error)
                 continue
+            raise_if_cancelled()
             if not ours:
                 log.warning("lock %s: the lease lapsed and the lock is no longer ours", self.name)
                 return
