@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-
 import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry

@@ -177,6 +177,7 @@ class RedisConversationLocks:
         lease = self.prefix + "lease:" + token
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
+            alive = True
             try:
                 async with guard(self.client):
                     alive = await self._renew(
@@ -184,7 +185,6 @@ class RedisConversationLocks:
                     )
             except RedisUnavailable as error:
                 log.warning("conversation %s: could not renew the lease: %s", key, error)
-                continue
             raise_if_cancelled()
             if not alive:
                 log.warning("conversation %s: the lease lapsed; another process may answer at the same time", key)

@@ -80,12 +80,12 @@ class RedisReindexLock:
     async def _keep(self, token: str) -> None:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
+            ours = True
             try:
                 async with guard(self.client):
                     ours = await self._renew(keys=[self.key], args=[token, self._lease_ms])
             except RedisUnavailable as error:
                 log.warning("lock %s: could not renew the lease: %s", self.name, error)
-                continue
             raise_if_cancelled()
             if not ours:
                 log.warning("lock %s: the lease lapsed and the lock is no longer ours", self.name)

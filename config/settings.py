@@ -160,6 +160,8 @@ class QdrantSettings(_Group):
         description="embedded engine when QDRANT_URL is unset: edge (qdrant-edge, Rust) or local (qdrant-client local mode)",
     )
     collection: str = Field("advisor", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    shard_number: int | None = Field(None, ge=1, le=1000, description="server: shards per new collection")
+    replication_factor: int | None = Field(None, ge=1, le=100, description="server: copies of each shard")
 
     @field_validator("url")
     @classmethod

@@ -17,7 +17,12 @@ async def open_store(settings: Settings, dim: int, suffix: str = "") -> Any:
     collection = qdrant.collection + suffix
     if qdrant.url:
         key = qdrant.api_key.get_secret_value() if qdrant.api_key else None
-        return await QdrantClientStore.open(collection, dim, url=qdrant.url, api_key=key)
+        layout = {
+            name: value
+            for name, value in (("shard_number", qdrant.shard_number), ("replication_factor", qdrant.replication_factor))
+            if value is not None
+        }
+        return await QdrantClientStore.open(collection, dim, url=qdrant.url, api_key=key, layout=layout)
     root = settings.data_dir / "index"
     if qdrant.embedded_engine == "local":  # local mode locks its folder: one folder per collection
         return await QdrantClientStore.open(collection, dim, path=str(root / f"qdrant-local{suffix}"))

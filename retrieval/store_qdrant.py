@@ -21,15 +21,24 @@ from retrieval.store_errors import StoreError
 class QdrantClientStore:
     """A `VectorStore` on one aliased collection of a Qdrant server (or client local mode)."""
 
-    def __init__(self, client: AsyncQdrantClient, alias: str, collection: str, dim: int) -> None:
+    def __init__(
+        self, client: AsyncQdrantClient, alias: str, collection: str, dim: int, layout: dict[str, int] | None = None
+    ) -> None:
         self._client = client
         self.alias = alias
         self.collection = collection
         self.dim = dim
+        self.layout = layout or {}  # shard_number / replication_factor for new collections (server only)
 
     @classmethod
     async def open(
-        cls, alias: str, dim: int, url: str | None = None, api_key: str | None = None, path: str | None = None
+        cls,
+        alias: str,
+        dim: int,
+        url: str | None = None,
+        api_key: str | None = None,
+        path: str | None = None,
+        layout: dict[str, int] | None = None,
     ) -> QdrantClientStore:
         """Connect to `url` (server) or `path` (local mode) and open or create the aliased collection."""
         client = AsyncQdrantClient(url=url, api_key=api_key, timeout=30) if url else AsyncQdrantClient(path=path)
@@ -38,7 +47,7 @@ class QdrantClientStore:
         except Exception as exc:
             await client.close()
             raise StoreError(f"cannot reach Qdrant at {url or path}: {exc}") from exc
-        store = cls(client, alias, aliases.get(alias, ""), dim)
+        store = cls(client, alias, aliases.get(alias, ""), dim, layout if url else None)
         if not store.collection:
             if await client.collection_exists(alias):
                 store.collection = alias  # a plain collection made by hand or an older version
@@ -54,6 +63,7 @@ class QdrantClientStore:
             name,
             vectors_config={DENSE: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)},
             sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            **self.layout,
         )
         if not self._client.init_options.get("path"):  # local mode has no payload indexes
             await self._client.create_payload_index(name, "source", models.PayloadSchemaType.KEYWORD)
@@ -174,7 +184,7 @@ class QdrantClientStore:
         return (await self._client.count(self.collection, exact=True)).count
 
     async def begin_rebuild(self) -> QdrantClientStore:
-        return QdrantClientStore(self._client, self.alias, await self._create(), self.dim)
+        return QdrantClientStore(self._client, self.alias, await self._create(), self.dim, self.layout)
 
     async def commit_rebuild(self, fresh: QdrantClientStore) -> None:
         """Switch the alias to `fresh` in one request, then drop the old collection."""

@@ -177,3 +177,33 @@ async def test_hold_reports_an_unreachable_server() -> None:
     with pytest.raises(RedisUnavailable):
         await locks.busy("c1")
     await close(client)
+
+
+async def test_cancelled_waiters_and_holders_always_stop(redis_clients: ClientFactory) -> None:
+    """Cancelled at many different moments (some land as a Redis call completes), every task still ends."""
+    one = RedisConversationLocks(redis_clients(), poll_seconds=0.001)
+    two = RedisConversationLocks(redis_clients(), lease_seconds=0.006, poll_seconds=0.001)  # renews every 2 ms
+
+    async def wait_for_turn() -> None:
+        async with one.hold("c1"):
+            raise AssertionError("a waiter got in while the conversation was held")
+
+    async def answer_forever(entered: asyncio.Event) -> None:
+        async with two.hold("c2"):
+            entered.set()
+            await asyncio.Event().wait()
+
+    async with one.hold("c1"):
+        for n in range(30):
+            waiter = asyncio.create_task(wait_for_turn())
+            entered = asyncio.Event()
+            holder = asyncio.create_task(answer_forever(entered))
+            await entered.wait()
+            await asyncio.sleep(n * 0.0003)
+            waiter.cancel()
+            holder.cancel()
+            async with asyncio.timeout(5):
+                await asyncio.wait([waiter, holder])
+            assert waiter.cancelled() and holder.cancelled()
+        assert await one.queued("c1") == 1
+    assert not await one.busy("c1") and not await two.busy("c2")
