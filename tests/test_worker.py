@@ -1,0 +1,87 @@
+"""The Discord worker process as `advisor run discord` runs it: a sharded gateway client, ops
+endpoints on ADVISOR_METRICS_PORT, and a graceful stop that lets an answer in flight finish."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from fakes import discord_payloads as dp
+from fakes.discord_api import FakeDiscord
+from fakes.openai_server import FakeOpenAI
+
+from adapters.serve import run_discord_gateway
+from bot.wiring import build_services
+from config.settings import load_settings
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+async def discord_fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as fake:
+        fake.patch(monkeypatch)
+        yield fake
+
+
+async def until(check: Any, timeout: float = 10.0) -> Any:
+    async def poll() -> Any:
+        while not (result := check()):
+            await asyncio.sleep(0.02)
+        return result
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+async def test_sharded_gateway_ops_endpoints_and_a_graceful_stop(
+    discord_fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch, kb_dir: Any
+) -> None:
+    port = free_port()
+    async with FakeOpenAI() as model:
+        model.chunk_delay = 0.05  # an answer takes a while: it is in flight when the stop comes
+        model.script_chat("Keep three to six months of expenses in an easy-access account [1]. " * 3)
+        for name, value in {
+            "DISCORD_TOKEN": dp.BOT_TOKEN,
+            "ADVISOR_METRICS_PORT": str(port),
+            "OPENAI_BASE_URL": model.base_url,
+            "OPENAI_API_KEY": "sk-test",
+            "ADVISOR_SAFETY_MODERATION": "false",
+        }.items():
+            monkeypatch.setenv(name, value)
+        settings = load_settings(None)
+        services = await build_services(settings)
+        stop = asyncio.Event()
+        worker = asyncio.create_task(run_discord_gateway(settings, services, stop=stop))
+        try:
+            await discord_fake.wait_ready(10)
+            assert discord_fake.calls_to("GET", "/gateway/bot")  # AutoShardedClient asked how many shards
+            assert discord_fake._session is not None and discord_fake._session.shard == [0, 1]
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    assert response.status == 200
+                await discord_fake.dispatch(
+                    "MESSAGE_CREATE", dp.message_create("How big should my emergency fund be?", channel_id=dp.DM_CHANNEL_ID, guild_id=None)
+                )
+                await until(lambda: discord_fake.calls_to("POST", f"/channels/{dp.DM_CHANNEL_ID}/messages"))
+                stop.set()  # SIGTERM while the answer streams
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    assert response.status == 503 and (await response.json())["draining"] is True
+            await asyncio.wait_for(worker, 20)
+        finally:
+            stop.set()
+            await services.close()
+        finished = [
+            call
+            for call in discord_fake.calls
+            if call["path"].startswith(f"/channels/{dp.DM_CHANNEL_ID}/messages") and (call.get("json") or {}).get("components")
+        ]
+        assert finished, "the answer in flight was not finished before the worker stopped"
+        assert "three to six months" in finished[-1]["json"]["content"]
