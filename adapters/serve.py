@@ -180,14 +180,20 @@ def run_workers(argv: Sequence[str], workers: int) -> int:
     """`workers` copies of this command (each binds the port with SO_REUSEPORT); SIGTERM is passed on
     to each, and the exit code is the worst of theirs."""
     command = [sys.executable, "-m", "bot.cli", *argv]
-    children = [subprocess.Popen(command) for _ in range(workers)]
+    children: list[subprocess.Popen[bytes]] = []
+    stopping: list[int] = []
 
     def forward(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGTERM, forward)  # before the children exist, so none is left behind
     signal.signal(signal.SIGINT, forward)
+    for _ in range(workers):
+        if stopping:
+            break
+        children.append(subprocess.Popen(command))
     codes = [child.wait() for child in children]
-    return max(codes, key=abs)
+    return max(codes, key=abs, default=0)

@@ -1,0 +1,302 @@
+"""The production processes as an operator runs them: the real `python -m bot.cli run web` (and
+`run slack --http`) as a subprocess, against a real redis-server and the fake Slack and OpenAI
+servers (in threads of this process). Ops endpoints, JSON logs without secrets, graceful SIGTERM,
+kill -9 and restart with Redis dedupe and memory, Redis going down and coming back, and the
+command's refusals of unsafe multi-worker set-ups.
+
+Nothing here waits on a fixed sleep: answers in flight are held at the fake model's gate
+(`GatedOpenAI.hold`) until the test has checked what it needs, and "not answered again" is shown
+by the duplicates counter in /metrics rather than by waiting to see nothing happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import serving_in_thread
+from fakes import slack_payloads as sp
+from fakes.slack_api import FakeSlack
+from process_helpers import (
+    BOT_TOKEN,
+    OPENAI_KEY,
+    RETRY_HEADERS,
+    SIGNING_SECRET,
+    AdvisorProcess,
+    GatedOpenAI,
+    finals,
+    placeholders,
+    process_env,
+    run_cli,
+    until,
+)
+from redis_server import RedisServer, free_port
+
+from bot.redis_client import close, connect
+from bot.redis_memory import RedisMemory
+
+REDIS_PASSWORD = "redis-process-test-pw-81c3"
+
+Fakes = tuple[FakeSlack, GatedOpenAI]
+Start = Callable[..., AdvisorProcess]
+
+
+@pytest.fixture
+def fakes() -> Iterator[Fakes]:
+    with serving_in_thread(FakeSlack()) as slack, serving_in_thread(GatedOpenAI()) as model:
+        try:
+            yield slack, model
+        finally:
+            model.release()  # a stream still held at the gate finishes (or is dropped) at teardown
+
+
+@pytest.fixture
+def redis_state(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of this test alone (append-only, password-protected)."""
+    server = RedisServer(tmp_path / "redis", password=REDIS_PASSWORD).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def start(tmp_path: Path, kb_dir: Path, fakes: Fakes, redis_state: RedisServer) -> Iterator[Start]:
+    """Starts the command with the production settings pointing at the fakes and Redis; every process
+    it started is killed at the end if it still runs."""
+    slack, model = fakes
+    started: list[AdvisorProcess] = []
+    work = tmp_path / "run"
+    work.mkdir()
+
+    def launch(*args: str, ingest: bool = False, **settings: str) -> AdvisorProcess:
+        env = process_env(
+            work,
+            {
+                "ADVISOR_KNOWLEDGE_PATHS": str(kb_dir),
+                "SLACK_BOT_TOKEN": BOT_TOKEN,
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "ADVISOR_SLACK_API_URL": slack.base_url,
+                "OPENAI_BASE_URL": model.base_url,
+                "OPENAI_API_KEY": OPENAI_KEY,
+                "REDIS_URL": redis_state.url,
+                **settings,
+            },
+        )
+        if ingest:  # `advisor ingest KB` first, as a deployment does (otherwise the index starts empty)
+            done = run_cli(["ingest", str(kb_dir)], env, work)
+            assert done.returncode == 0, done.stderr[-3000:]
+        process = AdvisorProcess(args or ("run", "web"), env, work, free_port())
+        started.append(process)
+        return process.start()
+
+    try:
+        yield launch
+    finally:
+        for process in started:
+            process.stop()
+
+
+def conversation(thread_ts: str, channel: str = "C1") -> str:
+    return f"slack:T1:{channel}:{thread_ts}"
+
+
+def history(url: str, key: str) -> list[tuple[str, str]]:
+    """(role, content) of a conversation, read straight from Redis as another process would."""
+
+    async def read() -> list[tuple[str, str]]:
+        client = connect(url)
+        try:
+            return [(turn.role, turn.content) for turn in await RedisMemory(client).history(key)]
+        finally:
+            await close(client)
+
+    return asyncio.run(read())
+
+
+def mention_text(event: dict[str, Any]) -> str:
+    return event["event"]["text"].replace("<@UBOT> ", "")
+
+
+# -- 1. ops endpoints, metrics, logs ------------------------------------------------------------
+
+
+def test_ops_endpoints_metrics_and_json_logs_without_secrets(start: Start, fakes: Fakes) -> None:
+    slack, model = fakes
+    web = start(ingest=True)
+    assert web.get("/healthz") == (200, {"ok": True})
+    status, ready = web.get("/readyz")
+    assert status == 200, ready
+    assert ready["ready"] is True and ready["draining"] is False
+    assert ready["checks"] == {"store": "ok", "redis": "ok", "model": "ok"}
+
+    model.script_chat("Keep three to six months of expenses aside [1]. ANSWER-7c1")
+    event = sp.app_mention("How big should my emergency fund be, PRIVATE-QUESTION-3e9?")
+    thread = event["event"]["ts"]
+    assert web.post_event(event)[0] == 200
+    (final,) = until(lambda: finals(slack, thread), what="the final chat.update")
+    assert "ANSWER-7c1" in final["text"] and len(placeholders(slack, thread)) == 1
+    assert "Emergency fund" in json.dumps(final["blocks"])  # the cited guide, from the ingested knowledge base
+
+    assert web.metric_sum("advisor_events_total", platform="slack") >= 1
+    assert web.metric_sum("advisor_answers_total") >= 1
+    assert web.metric_sum("advisor_answers_total", platform="slack", mode="model") >= 1
+
+    log = web.stderr()
+    records = web.records()  # each line that starts with "{" parses
+    assert records and all(line.startswith("{") for line in log.splitlines() if line.strip()), log[-2000:]
+    turns = [r for r in records if r.get("turn_id") and "mode" in r]
+    assert turns and turns[-1]["mode"] == "model" and turns[-1]["conversation"] == conversation(thread)
+    assert turns[-1]["sources"] and all("fund.md" in source for source in turns[-1]["sources"])
+    for secret in (BOT_TOKEN, SIGNING_SECRET, OPENAI_KEY, REDIS_PASSWORD, "PRIVATE-QUESTION-3e9"):
+        assert secret not in log, f"{secret!r} is in the log"
+
+
+# -- 2. graceful SIGTERM --------------------------------------------------------------------------
+
+
+def test_sigterm_refuses_new_events_and_finishes_the_answer_in_flight(start: Start, fakes: Fakes) -> None:
+    slack, model = fakes
+    web = start(ADVISOR_SHUTDOWN_GRACE_SECONDS="10")
+    model.chunk_delay = 0.25  # a slow model: about 1 s of streaming once the gate opens
+    model.hold()
+    event = sp.app_mention("How do I ask for a raise?")
+    thread = event["event"]["ts"]
+    assert web.post_event(event)[0] == 200
+    until(lambda: placeholders(slack, thread), what="the placeholder chat.postMessage")
+    until(lambda: model.waiting == 1, what="the model stream in flight")
+
+    web.signal(signal.SIGTERM)
+    status, body = until(lambda: (r := web.get("/readyz"))[0] == 503 and r, what="/readyz 503 while draining")
+    assert body["draining"] is True and body["ready"] is False
+    late = sp.app_mention("Should I pay off my credit card first?")
+    status, text = web.post_event(late)
+    assert status == 503, text
+    assert web.process is not None and web.process.poll() is None  # still waiting for the answer
+
+    model.release()
+    (final,) = until(lambda: finals(slack, thread), what="the in-flight answer's final chat.update")
+    assert "This is a fake answer." in final["text"]
+    assert web.process.wait(30) == 0
+    log = web.stderr()
+    assert "shutdown: every answer in flight finished" in log  # not cut off by the 10 s grace
+    assert placeholders(slack, late["event"]["ts"]) == []
+
+
+# -- 3. kill -9 and restart -------------------------------------------------------------------------
+
+
+def test_kill_9_and_restart_keeps_memory_and_answers_retries_once(
+    start: Start, fakes: Fakes, redis_state: RedisServer
+) -> None:
+    slack, model = fakes
+    web = start()
+    model.script_chat("Three to six months of essential expenses. ANSWER-A-51d")
+    a = sp.app_mention("How big should my emergency fund be? QUESTION-A-51d")
+    t1 = a["event"]["ts"]
+    assert web.post_event(a)[0] == 200
+    until(lambda: finals(slack, t1), what="A answered")
+
+    model.hold()
+    b = sp.app_mention("Should I pay off my credit card or save first? QUESTION-B-51d")
+    t2 = b["event"]["ts"]
+    assert web.post_event(b)[0] == 200
+    until(lambda: placeholders(slack, t2) and model.waiting == 1, what="B in flight at the model")
+    web.kill()  # SIGKILL mid-answer: no drain, no clean-up
+    assert web.process is not None and web.process.returncode == -signal.SIGKILL
+    model.release()
+
+    web.start()  # the same command, environment, data directory and port
+    for event in (a, b):  # Slack's retries of both deliveries
+        status, text = web.post_event(event, headers=RETRY_HEADERS)
+        assert status == 200, text
+    until(
+        lambda: web.metric_sum("advisor_duplicates_dropped_total", platform="slack") >= 2, what="both retries dropped"
+    )
+    assert len(placeholders(slack, t1)) == 1 and len(placeholders(slack, t2)) == 1
+    # B was claimed in Redis before the crash, so its retries are dropped too: exactly-once delivery
+    # means its "Thinking…" placeholder is never finished (at most once for a message cut off by a crash).
+    assert len(finals(slack, t1)) == 1 and finals(slack, t2) == []
+
+    turns_a = history(redis_state.url, conversation(t1))
+    assert [role for role, _ in turns_a] == ["user", "assistant"]
+    assert turns_a[0][1] == mention_text(a) and "ANSWER-A-51d" in turns_a[1][1]
+    assert history(redis_state.url, conversation(t2)) == [("user", mention_text(b))]
+
+    streams_before = len(model.chat_requests(stream=True))
+    follow_up = sp.channel_message("And where should I keep it? QUESTION-C-51d", thread_ts=t1)
+    assert web.post_event(follow_up)[0] == 200  # no mention: answered because memory says the bot is in T1
+    until(lambda: len(finals(slack, t1)) == 2, what="the follow-up in T1 answered")
+    request = model.chat_requests(stream=True)[streams_before]
+    messages = request["messages"]
+    assert any(m["role"] == "user" and "QUESTION-A-51d" in m["content"] for m in messages[:-1]), messages
+    assert any(m["role"] == "assistant" and "ANSWER-A-51d" in m["content"] for m in messages), messages
+    assert "QUESTION-C-51d" in messages[-1]["content"]
+    assert len(placeholders(slack, t1)) == 2 and len(placeholders(slack, t2)) == 1
+
+
+# -- 4. Redis down and back ------------------------------------------------------------------------
+
+
+def test_redis_down_refuses_deliveries_then_answers_the_retry_once(
+    start: Start, fakes: Fakes, redis_state: RedisServer
+) -> None:
+    slack, _ = fakes
+    web = start("run", "slack", "--http")
+    before = sp.app_mention("How do I ask for a raise? BEFORE-2a0")
+    t0 = before["event"]["ts"]
+    assert web.post_event(before)[0] == 200
+    until(lambda: finals(slack, t0), what="the first answer")
+
+    redis_state.stop()
+    status, ready = until(lambda: (r := web.get("/readyz"))[0] == 503 and r, what="/readyz 503 with Redis down")
+    assert ready["ready"] is False and ready["draining"] is False
+    assert ready["checks"]["redis"] != "ok" and ready["checks"]["store"] == "ok" and ready["checks"]["model"] == "ok"
+    assert REDIS_PASSWORD not in json.dumps(ready)
+    event = sp.app_mention("Should I pay off my credit card first? DURING-2a0")
+    thread = event["event"]["ts"]
+    status, text = web.post_event(event)
+    assert status == 503, text  # not acknowledged: Slack delivers it again
+    assert placeholders(slack, thread) == []
+
+    redis_state.start()
+    until(lambda: web.get("/readyz")[0] == 200, what="/readyz 200 with Redis back")
+    status, text = web.post_event(event, headers=RETRY_HEADERS)
+    assert status == 200, text
+    until(lambda: finals(slack, thread), what="the retried delivery answered")
+    again = {"X-Slack-Retry-Num": "2", "X-Slack-Retry-Reason": "http_timeout"}
+    assert web.post_event(event, headers=again)[0] == 200
+    until(
+        lambda: web.metric_sum("advisor_duplicates_dropped_total", platform="slack") >= 1,
+        what="the second retry dropped",
+    )
+    assert len(placeholders(slack, thread)) == 1 and len(finals(slack, thread)) == 1
+
+    assert [role for role, _ in history(redis_state.url, conversation(t0))] == ["user", "assistant"]
+    assert [role for role, _ in history(redis_state.url, conversation(thread))] == ["user", "assistant"]
+    log = web.stderr()
+    assert "refusing a delivery while shared state is down" in log
+    assert REDIS_PASSWORD not in log and "DURING-2a0" not in log
+
+
+# -- 5. refusals ---------------------------------------------------------------------------------------
+
+
+def test_the_command_refuses_unsafe_or_empty_set_ups(tmp_path: Path) -> None:
+    slack = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+    cases = [
+        (["--workers", "2"], slack, "REDIS_URL"),
+        (["--workers", "2"], {**slack, "REDIS_URL": "redis://127.0.0.1:1/0"}, "QDRANT_URL"),
+        ([], {}, "nothing to serve over HTTP"),
+    ]
+    for extra, settings, named in cases:
+        result = run_cli(["run", "web", "--port", str(free_port()), *extra], process_env(tmp_path, settings), tmp_path)
+        assert result.returncode == 2, (extra, settings, result.stderr)
+        assert named in result.stderr and result.stderr.startswith("error: "), result.stderr
+        assert "Traceback" not in result.stderr
+    assert "SLACK_SIGNING_SECRET" in result.stderr and "DISCORD_PUBLIC_KEY" in result.stderr
