@@ -76,14 +76,21 @@ async def run_web(
     app = web.Application(client_max_size=1024 * 1024)
     trackers: list[InFlight] = []
     closers: list[Callable[[], Awaitable[None]]] = []
+    background: list[asyncio.Task[None]] = []
     mounted: list[str] = []
     if settings.slack.bot_token and settings.slack.signing_secret:
         from adapters.slack import SlackAdapter
 
         slack = SlackAdapter(
-            services.engine, services.admin, settings, dedupe=services.deduper(), gate=_redis_gate(services)
+            services.engine,
+            services.admin,
+            settings,
+            dedupe=services.deduper(),
+            gate=_redis_gate(services),
+            journal=services.shared.journal("slack") if services.shared else None,
         )
         slack.add_routes(app)
+        background.append(asyncio.create_task(slack.recover()))
         trackers.append(slack.inflight)
         mounted.append("POST /slack/events")
     if settings.discord.public_key and settings.discord.application_id:
@@ -108,6 +115,8 @@ async def run_web(
     await stop.wait()
     log.info("SIGTERM: draining (new events get 503 and are retried by the platform)")
     await drain_all(trackers, settings.core.shutdown_grace_seconds)
+    for task in background:
+        task.cancel()
     for close in closers:
         await close()
     await runner.cleanup()
@@ -124,7 +133,14 @@ async def run_socket_mode(settings: Settings, services: Any, stop: asyncio.Event
     from adapters.slack import SlackAdapter
 
     stop = stop or stop_signal()
-    adapter = SlackAdapter(services.engine, services.admin, settings, dedupe=services.deduper())
+    adapter = SlackAdapter(
+        services.engine,
+        services.admin,
+        settings,
+        dedupe=services.deduper(),
+        journal=services.shared.journal("slack") if services.shared else None,
+    )
+    recovery = asyncio.create_task(adapter.recover())
     handler = adapter.socket_mode(settings.slack.app_token.get_secret_value())  # type: ignore[union-attr]
     ops = await _ops_server(settings, services, [adapter.inflight])
     await handler.connect_async()
@@ -132,6 +148,7 @@ async def run_socket_mode(settings: Settings, services: Any, stop: asyncio.Event
     await stop.wait()
     await handler.disconnect_async()  # no new events; Slack redelivers unacknowledged ones to another connection
     await drain_all([adapter.inflight], settings.core.shutdown_grace_seconds)
+    recovery.cancel()
     await handler.close_async()
     if ops is not None:
         await ops.cleanup()

@@ -90,6 +90,13 @@ class ChannelPacer:
         return time.monotonic() >= self._next.get(channel, 0.0)
 
 
+def _not_the_token_warning(record: logging.LogRecord) -> bool:
+    """bolt reads SLACK_BOT_TOKEN itself and warns that our client's token wins: true, and expected."""
+    return "`token` will be unused" not in record.getMessage()
+
+
+logging.getLogger("slack_bolt.AsyncApp").addFilter(_not_the_token_warning)
+
 MAX_BODY = 1024 * 1024  # Slack's payloads are a few KiB; anything near this is not Slack
 ACCEPTED_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
@@ -113,9 +120,12 @@ class SlackAdapter:
         update_interval: float = UPDATE_INTERVAL,
         dedupe: Any = None,
         gate: Callable[[], Awaitable[None]] | None = None,
+        journal: Any = None,
     ) -> None:
         """`dedupe`: shared (Redis) de-duplication, else in-process. `gate`: raises `StateUnavailable`
-        when shared state is down, so deliveries are refused (503, Slack retries) rather than lost."""
+        when shared state is down, so deliveries are refused (503, Slack retries) rather than lost.
+        `journal`: answers in progress in Redis (bot.redis_journal), taken over by `recover()`
+        elsewhere if this process dies mid-answer."""
         slack = settings.slack
         token = slack.bot_token.get_secret_value() if slack.bot_token else ""
         self.engine = engine
@@ -124,6 +134,9 @@ class SlackAdapter:
         self.client = client or build_client(token, slack.api_url)
         self.dedupe = dedupe or Deduper()
         self.gate = gate
+        self.journal = journal
+        self._working: set[str] = set()
+        self._resumed: set[asyncio.Task[None]] = set()
         self.inflight = InFlight()
         self.pacer = ChannelPacer(update_interval)
         self.ignored: deque[str] = deque(maxlen=100)  # recent reasons for not answering (simulate reads them)
@@ -220,21 +233,64 @@ class SlackAdapter:
             metrics.duplicate_dropped("slack")
             self.ignored.append(f"duplicate delivery of message {ts} in {channel}")
             return
-        message = self._conversation(body, event, thread_ts)
+        work = {"event": event, "team_id": body.get("team_id"), "thread_ts": thread_ts, "bot_user_id": bot_user_id}
+        if self.journal is not None:
+            await self.journal.begin(key, work)
+        await self._work(key, work)
+
+    async def _work(self, key: str, work: dict[str, Any]) -> None:
+        """Answer a journalled message (new, or taken over from a process that died mid-answer)."""
+        event, thread_ts, bot_user_id = work["event"], work.get("thread_ts"), work.get("bot_user_id")
+        channel = event["channel"]
+        message = self._conversation({"team_id": work.get("team_id")}, event, thread_ts)
         text = re.sub(rf"<@{re.escape(bot_user_id)}>\s*", "", message.text).strip() if bot_user_id else message.text
         message = IncomingMessage(**{**message.__dict__, "text": text})
+        self._working.add(key)
+        done = False
         try:
             with turn_context(new_turn_id(), str(message.conversation), "slack"):
                 async with self.inflight.track():
-                    await self._stream(message, channel, thread_ts)
+                    await self._stream(message, channel, thread_ts, key, work)
+            done = True
         except SlackApiError as exc:
+            done = True  # a retry (if Slack sends one) starts afresh
             await self.dedupe.release(key)  # nothing (or not all) reached Slack: a retry may try again
             log.error("posting the answer to %s failed: %s", channel, exc.response.get("error"))
+        finally:
+            self._working.discard(key)
+            if done and self.journal is not None:
+                await self.journal.finish(key)
 
-    async def _stream(self, message: IncomingMessage, channel: str, thread_ts: str | None) -> None:
-        await self.pacer.wait(channel)
-        posted = await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=PLACEHOLDER)
-        message_ts = posted["ts"]
+    async def recover(self, interval: float | None = None) -> None:
+        """Keep this process's journal leases alive and answer messages whose process died, forever
+        (a task of the web process; a no-op loop without a journal)."""
+        if self.journal is None:
+            return
+        every = interval or self.journal.lease_seconds / 3
+        while True:
+            try:
+                await self.journal.renew(sorted(self._working))
+                if not self.inflight.draining:
+                    for key, work in await self.journal.take_over():
+                        log.warning("answering %s, left unfinished by a process that stopped", key)
+                        task = asyncio.create_task(self._work(key, work))
+                        self._resumed.add(task)
+                        task.add_done_callback(self._resumed.discard)
+            except StateUnavailable as exc:
+                log.error("cannot check for unfinished answers: %s", exc)
+            await asyncio.sleep(every)
+
+    async def _stream(
+        self, message: IncomingMessage, channel: str, thread_ts: str | None, key: str = "", work: dict[str, Any] | None = None
+    ) -> None:
+        if work and work.get("placeholder"):  # taken over: the placeholder is already on screen
+            message_ts = work["placeholder"]
+        else:
+            await self.pacer.wait(channel)
+            posted = await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=PLACEHOLDER)
+            message_ts = posted["ts"]
+            if work is not None and self.journal is not None:
+                await self.journal.update(key, {**work, "placeholder": message_ts})
         streamed = ""
         final: Final | None = None
         notices: list[Notice] = []
@@ -395,7 +451,14 @@ class SlackAdapter:
                 except StateUnavailable as exc:  # not acknowledged, so not lost: Slack delivers it again
                     log.error("refusing a delivery while shared state is down: %s", exc)
                     return web.json_response({"error": "temporarily unavailable"}, status=503, headers={"Retry-After": "5"})
-            return await to_aiohttp_response(await self.app.async_dispatch(await to_bolt_request(request)))
+            try:
+                bolt_request = await to_bolt_request(request)
+            except (ValueError, TypeError, AttributeError):  # not UTF-8, not JSON, or not a JSON object: not Slack
+                return web.json_response({"error": "malformed request body"}, status=400)
+            response = await self.app.async_dispatch(bolt_request)
+            if response.status == 404:  # verified, but nothing handles it (a new event type): ack so Slack won't retry
+                return web.Response(status=200)
+            return await to_aiohttp_response(response)
 
         application.router.add_post("/slack/events", events)
 

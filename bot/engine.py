@@ -268,7 +268,12 @@ class Engine:
 
     async def _answer_in_turn(self, key: str, message: IncomingMessage, text: str) -> AsyncIterator[ReplyEvent]:
         await self._sweep_retention()
-        earlier = [turn.content for turn in await self.memory.history(key) if turn.role == "user"]
+        turns = await self.memory.history(key)
+        if turns and turns[-1].role == "user" and message.message_id and turns[-1].meta.get("message_id") == message.message_id:
+            # answered again after a crash mid-answer: its unanswered turn is replaced, not doubled
+            await self.memory.drop(key, turns[-1:])
+            turns = turns[:-1]
+        earlier = [turn.content for turn in turns if turn.role == "user"]
         signal = detect(text, earlier)
         if signal.level == "crisis":  # before the model, retrieval or anything else that can fail
             async for event in self._crisis(key, message, text, signal.reasons):

@@ -49,6 +49,13 @@ class SharedState:
     locks: Any
     dedupe: Any
     reindex_lock: Any
+    settings: Settings
+
+    def journal(self, platform: str) -> Any:
+        """Answers in progress on `platform`, so another process can finish them if this one dies."""
+        from bot.redis_journal import RedisWorkJournal
+
+        return RedisWorkJournal(self.client, self.settings.memory.work_lease_seconds, name=platform)
 
     async def close(self) -> None:
         from bot.redis_client import close
@@ -74,9 +81,10 @@ async def build_shared(settings: Settings) -> SharedState | None:
         RedisMemory(client),
         RedisTokenBucket(client, limits.user_per_minute, name="user"),
         RedisTokenBucket(client, limits.conversation_per_minute, name="conversation"),
-        RedisConversationLocks(client),
+        RedisConversationLocks(client, lease_seconds=settings.memory.work_lease_seconds),  # a dead holder lapses
         RedisDeduper(client),
         RedisReindexLock(client),
+        settings,
     )
 
 

@@ -266,6 +266,9 @@ class MemorySettings(_Group):
         validation_alias=_known("REDIS_URL", "ADVISOR_MEMORY_REDIS_URL"),
         description="shared memory and limits across processes; unset means SQLite",
     )
+    work_lease_seconds: float = Field(
+        60.0, ge=1, le=3600, description="with Redis: a dead process's unfinished answers and conversation locks lapse after this"
+    )
     history_tokens: int = Field(2000, ge=100)
     retention_days: int = Field(30, ge=1)
 
