@@ -9,6 +9,8 @@ after; each message (channel + ts) is answered once, whatever the retries.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import re
 import time
@@ -53,8 +55,17 @@ HELP = (
 )
 
 
+def _well_formed(body: Any) -> bool:
+    """Shapes bolt relies on: an object, and an event callback's `event` an object too."""
+    if not isinstance(body, dict):
+        return False
+    return body.get("type") != "event_callback" or isinstance(body.get("event"), dict)
+
+
 def skip_reason(event: dict[str, Any], bot_user_id: str | None, bot_id: str | None, allowlist: list[str]) -> str | None:
     """Why a message event gets no answer, or None when it should be answered."""
+    if not isinstance(event.get("channel"), str) or not isinstance(event.get("ts"), str):
+        return "an event without a channel or timestamp"
     subtype = event.get("subtype")
     if event.get("hidden"):
         return "hidden event"
@@ -134,6 +145,7 @@ class SlackAdapter:
         self.client = client or build_client(token, slack.api_url)
         self.dedupe = dedupe or Deduper()
         self.gate = gate
+        self._secret = slack.signing_secret.get_secret_value().encode() if slack.signing_secret else b""
         self.journal = journal
         self._working: set[str] = set()
         self._resumed: set[asyncio.Task[None]] = set()
@@ -432,6 +444,14 @@ class SlackAdapter:
         application.router.add_get("/healthz", health)
         return application
 
+    def _signed(self, raw: bytes, headers: Any) -> bool:
+        """Slack's v0 signature over the raw bytes (bolt's own check needs a body it can parse)."""
+        timestamp = headers.get("X-Slack-Request-Timestamp", "")
+        if not self._secret or not timestamp.isdigit() or abs(time.time() - int(timestamp)) > 300:
+            return False
+        expected = "v0=" + hmac.new(self._secret, b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, headers.get("X-Slack-Signature", ""))
+
     def add_routes(self, application: web.Application) -> None:
         """POST /slack/events on an existing app (the web process serves other routes beside it)."""
 
@@ -453,7 +473,13 @@ class SlackAdapter:
                     return web.json_response({"error": "temporarily unavailable"}, status=503, headers={"Retry-After": "5"})
             try:
                 bolt_request = await to_bolt_request(request)
+                well_formed = _well_formed(bolt_request.body)
             except (ValueError, TypeError, AttributeError):  # not UTF-8, not JSON, or not a JSON object: not Slack
+                well_formed = False
+            if not well_formed:  # a forged request is told so (401); only a signed one learns its body is bad
+                raw = await request.read()
+                if not self._signed(raw, request.headers):
+                    return web.json_response({"error": "invalid request signature"}, status=401)
                 return web.json_response({"error": "malformed request body"}, status=400)
             response = await self.app.async_dispatch(bolt_request)
             if response.status == 404:  # verified, but nothing handles it (a new event type): ack so Slack won't retry
