@@ -85,3 +85,41 @@ async def test_sharded_gateway_ops_endpoints_and_a_graceful_stop(
         ]
         assert finished, "the answer in flight was not finished before the worker stopped"
         assert "three to six months" in finished[-1]["json"]["content"]
+
+
+async def test_socket_mode_stops_taking_events_and_finishes_the_answer_in_flight(
+    monkeypatch: pytest.MonkeyPatch, kb_dir: Any
+) -> None:
+    from fakes import slack_payloads as sp
+    from fakes.slack_api import FakeSlack
+
+    from adapters.serve import run_socket_mode
+
+    async with FakeSlack() as slack, FakeOpenAI() as model:
+        model.chunk_delay = 0.05
+        model.script_chat("Keep three to six months of expenses in an easy-access account [1]. " * 3)
+        for name, value in {
+            "SLACK_BOT_TOKEN": "xoxb-test",
+            "SLACK_APP_TOKEN": "xapp-1-test",
+            "ADVISOR_SLACK_API_URL": slack.base_url,
+            "OPENAI_BASE_URL": model.base_url,
+            "OPENAI_API_KEY": "sk-test",
+            "ADVISOR_SAFETY_MODERATION": "false",
+        }.items():
+            monkeypatch.setenv(name, value)
+        settings = load_settings(None)
+        services = await build_services(settings)
+        stop = asyncio.Event()
+        worker = asyncio.create_task(run_socket_mode(settings, services, stop=stop))
+        try:
+            await slack.wait_for_socket()
+            mention = sp.app_mention("How big should my emergency fund be?")
+            assert await slack.send_socket_envelope(sp.socket_envelope(mention)) is not None
+            await until(lambda: slack.calls_to("chat.postMessage"))  # the placeholder: the answer is under way
+            stop.set()  # SIGTERM
+            await asyncio.wait_for(worker, 20)
+        finally:
+            stop.set()
+            await services.close()
+        finals = [c["args"] for c in slack.calls_to("chat.update") if c["args"].get("blocks")]
+        assert len(finals) == 1 and "three to six months" in finals[0]["text"]
