@@ -549,6 +549,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     raise UsageError(f"unknown command {args.command}")
 
 
+INTERACTIVE = frozenset({"chat", "ask", "demo", "search"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -557,7 +560,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
-    configure_logging(settings.core.log_level, settings.core.log_format, secrets=settings.secret_values())
+    level = settings.core.log_level
+    if args.command in INTERACTIVE and level != "DEBUG":  # the answer is the output; INFO lines would bury it
+        level = "WARNING"
+    configure_logging(level, settings.core.log_format, secrets=settings.secret_values())
     if args.command == "run" and args.platform != "discord":
         workers = args.workers
         if workers < 1:
