@@ -150,7 +150,11 @@ class SlackAdapter:
         self._working: set[str] = set()
         self._resumed: set[asyncio.Task[None]] = set()
         self.inflight = InFlight()
+        # Slack allows about one chat.postMessage a second per channel, and chat.update is rate-limited
+        # per method (Tier 3): posts and edits are paced separately, so the first streamed text can
+        # replace the placeholder at once instead of a second later
         self.pacer = ChannelPacer(update_interval)
+        self.edit_pacer = ChannelPacer(update_interval)
         self.ignored: deque[str] = deque(maxlen=100)  # recent reasons for not answering (simulate reads them)
         self.follow_threads = slack.follow_threads
         self.allowlist = slack.bot_allowlist
@@ -310,8 +314,8 @@ class SlackAdapter:
             async for event in self.engine.answer(message):
                 if isinstance(event, TextDelta):
                     streamed += event.text
-                    if self.pacer.ready(channel):
-                        await self.pacer.wait(channel)
+                    if self.edit_pacer.ready(channel):
+                        await self.edit_pacer.wait(channel)
                         await self.client.chat_update(channel=channel, ts=message_ts, text=preview(streamed))
                 elif isinstance(event, Notice) and event.kind in SHOWN_NOTICES:
                     notices.append(event)
@@ -327,10 +331,11 @@ class SlackAdapter:
         text = "\n\n".join([*(f"_{n.text}_" for n in notices), final.text]) if notices else final.text
         messages = answer_messages(text, final.citations, final.turn_id)
         for index, (fallback, blocks) in enumerate(messages):
-            await self.pacer.wait(channel)
             if index == 0:
+                await self.edit_pacer.wait(channel)
                 await self.client.chat_update(channel=channel, ts=message_ts, text=fallback, blocks=blocks)
             else:
+                await self.pacer.wait(channel)
                 await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=fallback, blocks=blocks)
         await self._alert_admins(final, message, channel, thread_ts or message_ts)
 

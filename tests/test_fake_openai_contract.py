@@ -561,3 +561,10 @@ async def test_client_midstream_error(server: FakeOpenAI, client: AsyncOpenAI) -
         async for chunk in stream:
             received.append(chunk.choices[0].delta.content)
     assert received == ["", "This is ", "a fake a"]
+
+
+async def test_models_list_as_the_official_client_reads_it(client: AsyncOpenAI) -> None:
+    """GET /v1/models (the readiness check's probe), typed by the openai client's Model."""
+    page = await client.models.list()
+    ids = [model.id for model in page.data]
+    assert "gpt-4o-mini" in ids and all(model.object == "model" and model.owned_by for model in page.data)

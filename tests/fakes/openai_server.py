@@ -52,6 +52,7 @@ _IMAGE_CATEGORIES = frozenset(
     {"self-harm", "self-harm/instructions", "self-harm/intent", "sexual", "violence", "violence/graphic"}
 )
 FILE_PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
+MODEL_IDS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "omni-moderation-latest")
 # The keyword options each fault kind takes.
 _FAULT_OPTIONS: dict[str, frozenset[str]] = {kind: frozenset() for kind in get_args(FaultKind)} | {
     "rate_limit": frozenset({"retry_after"}),
@@ -212,6 +213,7 @@ class FakeOpenAI:
     async def __aenter__(self) -> FakeOpenAI:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         routes = app.router
+        routes.add_get("/v1/models", self._models)
         routes.add_post("/v1/chat/completions", self._chat)
         routes.add_post("/v1/embeddings", self._embeddings)
         routes.add_post("/v1/moderations", self._moderation)
@@ -451,6 +453,10 @@ class FakeOpenAI:
         return response
 
     # ----- embeddings and moderations --------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        models = [{"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "fake"} for name in MODEL_IDS]
+        return _json({"object": "list", "data": models})
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = self._body()
