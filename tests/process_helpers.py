@@ -78,8 +78,8 @@ def get_json(url: str) -> tuple[int, Any]:
 
 
 class GatedOpenAI(FakeOpenAI):
-    """FakeOpenAI plus GET /v1/models, and a gate: while `hold()` is on, chat streams send their
-    headers and then wait for `release()` before any content."""
+    """FakeOpenAI with a gate: while `hold()` is on, chat streams send their headers and then wait
+    for `release()` before any content."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,16 +92,6 @@ class GatedOpenAI(FakeOpenAI):
 
     def release(self) -> None:
         self._open.set()
-
-    @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.method == "GET" and request.path == "/v1/models":
-            self.requests.append(
-                {"method": "GET", "path": request.path, "headers": dict(request.headers), "json": None}
-            )
-            model = {"id": "gpt-4o-mini", "object": "model", "created": 1700000000, "owned_by": "system"}
-            return web.json_response({"object": "list", "data": [model]})
-        return await super()._middleware(request, handler)
 
     async def _stream_chat(self, request: web.Request, head: Any, answer: str, usage: Any) -> web.StreamResponse:
         import asyncio
