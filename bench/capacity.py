@@ -497,8 +497,8 @@ def report(figures: dict[str, Any]) -> None:
     ]
     for label, (p50, p95) in rows:
         print(f"{label:<52}{p50:>10.1f}{p95:>10.1f}")
-    print(f"(first visible text waits for Slack's edit throttle: the placeholder starts a {t['update_interval_s']:g} s "
-          "interval per channel before the first chat.update)")
+    print(f"(added = advisor's first text on screen minus the model's own first token: moderation, embedding, search "
+          f"and the first chat.update; later edits come at most every {t['update_interval_s']:g} s per channel)")
 
     m = slack["memory"]
     print("\n== memory per conversation in flight, Slack path, one process")
