@@ -30,6 +30,7 @@ endif
 test: $(STAMP) redis-server
 	$(VENV)/bin/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) redis-server
 	$(VENV)/bin/python bench/retrieval.py
 	$(VENV)/bin/python bench/engine.py
+	$(VENV)/bin/python bench/capacity.py
