@@ -36,6 +36,7 @@ from nacl.signing import VerifyKey
 
 from adapters.discord_bot import EDIT_INTERVAL, FEEDBACK_PREFIX, MESSAGE_LIMIT, SORRY, sources_line
 from adapters.render import SHOWN_NOTICES, split_message
+from bot import metrics
 from bot.admin import Admin, AdminError, advisor_version
 from bot.models import Final, IncomingMessage, Notice, TextDelta
 from config.settings import AdminSettings, Settings
@@ -284,9 +285,11 @@ class DiscordInteractions:
 
     async def _once(self, interaction_id: str, payload: Json) -> Json:
         """The immediate response, worked out once per interaction id; a re-delivery gets the same one."""
+        metrics.event_in("discord", "interaction")
         seen = self.replays.get(interaction_id)
         if seen is not None:
             log.info("duplicate delivery of interaction %s: answered as before, not run again", interaction_id)
+            metrics.duplicate_dropped("discord")
             return await asyncio.shield(seen)
         future: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
         self.replays.put(interaction_id, future)
