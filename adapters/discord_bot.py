@@ -13,18 +13,19 @@ import logging
 import re
 import time
 from collections import OrderedDict, deque
+from dataclasses import asdict
 from typing import Any
 
 import discord
 from discord import app_commands
 
 from adapters.render import SHOWN_NOTICES, split_message
-from bot.admin import Admin, AdminError
 from bot import metrics
+from bot.admin import Admin, AdminError
+from bot.alerts import alert_channel, alert_text
 from bot.dedupe import Deduper
 from bot.inflight import InFlight
 from bot.logs import new_turn_id, turn_context
-from bot.alerts import alert_channel, alert_text
 from bot.models import Citation, Final, IncomingMessage, Notice, TextDelta
 from config.settings import Settings
 
@@ -94,6 +95,7 @@ class DiscordAdapter:
         client: discord.Client | None = None,
         edit_interval: float = EDIT_INTERVAL,
         dedupe: Any = None,
+        journal: Any = None,
     ) -> None:
         self.engine = engine
         self.admin = admin
@@ -104,6 +106,8 @@ class DiscordAdapter:
         self.tree = app_commands.CommandTree(self.client)
         self.dedupe = dedupe or Deduper()  # shared (Redis) across processes and shards when given
         self.inflight = InFlight()
+        self.journal = journal  # answers in progress in Redis, finished elsewhere if this process dies
+        self._working: set[str] = set()
         self.chains = ChainCache()
         self.edit_interval = edit_interval
         self.ignored: deque[str] = deque(maxlen=100)
@@ -224,20 +228,72 @@ class DiscordAdapter:
             sent_at=message.created_at.timestamp(),
             message_id=str(message.id),
         )
+        key = str(message.id)
+        work = {"channel_id": str(channel.id), "message_id": key, "incoming": asdict(incoming), "posted": []}
+        if self.journal is not None:
+            await self.journal.begin(key, work)
+        await self._work(key, work, message, incoming, [])
+
+    async def _work(
+        self,
+        key: str,
+        work: dict[str, Any],
+        message: discord.Message,
+        incoming: IncomingMessage,
+        posted: list[discord.Message],
+    ) -> None:
+        """Answer a journalled message (new, or taken over from a process that died mid-answer)."""
+        self._working.add(key)
+        done = False
         try:
             with turn_context(new_turn_id(), str(incoming.conversation), "discord"):
                 async with self.inflight.track():
-                    await self._stream(message, incoming)
+                    await self._stream(message, incoming, posted, key, work)
+            done = True
         except discord.HTTPException as exc:
-            await self.dedupe.release(str(message.id))
-            log.error("posting the answer in channel %s failed: %s", channel.id, exc)
+            done = True
+            await self.dedupe.release(key)
+            log.error("posting the answer in channel %s failed: %s", message.channel.id, exc)
         except Exception:  # a bug or an outage inside the engine: say so rather than stay silent
+            done = True
             log.exception("answering message %s failed", message.id)
             await message.reply(SORRY, mention_author=False, allowed_mentions=NO_PINGS)
+        finally:
+            self._working.discard(key)
+            if done and self.journal is not None:
+                await self.journal.finish(key)
 
-    async def _stream(self, message: discord.Message, incoming: IncomingMessage) -> None:
+    async def _resume(self, key: str, work: dict[str, Any]) -> None:
+        """Finish an answer a dead process started: fetch the question and the parts already posted."""
+        try:
+            channel_id = int(work["channel_id"])
+            channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
+            message = await channel.fetch_message(int(work["message_id"]))  # type: ignore[union-attr]
+            posted = [await channel.fetch_message(int(i)) for i in work.get("posted", [])]  # type: ignore[union-attr]
+        except (discord.HTTPException, KeyError, ValueError, AttributeError) as exc:
+            log.error("cannot finish answer %s (the message or channel is gone): %s", key, exc)
+            if self.journal is not None:
+                await self.journal.finish(key)
+            return
+        await self._work(key, work, message, IncomingMessage(**work["incoming"]), posted)
+
+    async def recover(self, interval: float | None = None) -> None:
+        """Keep this process's journal leases alive and finish answers whose process died, forever
+        (a task of the worker; returns at once without a journal)."""
+        if self.journal is not None:
+            await self.client.wait_until_ready()
+            await self.journal.watch(lambda: self._working, self._resume, lambda: self.inflight.draining, interval)
+
+    async def _stream(
+        self,
+        message: discord.Message,
+        incoming: IncomingMessage,
+        posted: list[discord.Message] | None = None,
+        key: str = "",
+        work: dict[str, Any] | None = None,
+    ) -> None:
         """Typing, the first part as soon as there is text, throttled edits, further parts as needed."""
-        posted: list[discord.Message] = []
+        posted = posted if posted is not None else []
         text = ""
         last_edit = 0.0
         final: Final | None = None
@@ -247,8 +303,11 @@ class DiscordAdapter:
                 if isinstance(event, TextDelta):
                     text += event.text
                     if time.monotonic() - last_edit >= self.edit_interval:
+                        shown = len(posted)
                         await self._show(message, posted, split_message(text, MESSAGE_LIMIT), final=False)
                         last_edit = time.monotonic()
+                        if len(posted) > shown and work is not None and self.journal is not None:
+                            await self.journal.update(key, {**work, "posted": [str(p.id) for p in posted]})
                 elif isinstance(event, Notice) and event.kind in SHOWN_NOTICES:
                     notices.append(event)
                 elif isinstance(event, Final):

@@ -161,9 +161,16 @@ async def run_discord_gateway(settings: Settings, services: Any, stop: asyncio.E
 
     stop = stop or stop_signal()
     install_platform_429_hooks()
-    adapter = DiscordAdapter(services.engine, services.admin, settings, dedupe=services.deduper())
+    adapter = DiscordAdapter(
+        services.engine,
+        services.admin,
+        settings,
+        dedupe=services.deduper(),
+        journal=services.shared.journal("discord") if services.shared else None,
+    )
     ops = await _ops_server(settings, services, [adapter.inflight])
     client_task = asyncio.create_task(adapter.client.start(settings.discord.token.get_secret_value()))  # type: ignore[union-attr]
+    recovery = asyncio.create_task(adapter.recover())
     stopping = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({client_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -174,6 +181,7 @@ async def run_discord_gateway(settings: Settings, services: Any, stop: asyncio.E
         return None
     finally:
         stopping.cancel()
+        recovery.cancel()
         if not adapter.client.is_closed():
             await adapter.client.close()
         with contextlib.suppress(asyncio.CancelledError, Exception):

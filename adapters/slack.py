@@ -148,7 +148,6 @@ class SlackAdapter:
         self._secret = slack.signing_secret.get_secret_value().encode() if slack.signing_secret else b""
         self.journal = journal
         self._working: set[str] = set()
-        self._resumed: set[asyncio.Task[None]] = set()
         self.inflight = InFlight()
         # Slack allows about one chat.postMessage a second per channel, and chat.update is rate-limited
         # per method (Tier 3): posts and edits are paced separately, so the first streamed text can
@@ -278,23 +277,10 @@ class SlackAdapter:
                 await self.journal.finish(key)
 
     async def recover(self, interval: float | None = None) -> None:
-        """Keep this process's journal leases alive and answer messages whose process died, forever
-        (a task of the web process; a no-op loop without a journal)."""
-        if self.journal is None:
-            return
-        every = interval or self.journal.lease_seconds / 3
-        while True:
-            try:
-                await self.journal.renew(sorted(self._working))
-                if not self.inflight.draining:
-                    for key, work in await self.journal.take_over():
-                        log.warning("answering %s, left unfinished by a process that stopped", key)
-                        task = asyncio.create_task(self._work(key, work))
-                        self._resumed.add(task)
-                        task.add_done_callback(self._resumed.discard)
-            except StateUnavailable as exc:
-                log.error("cannot check for unfinished answers: %s", exc)
-            await asyncio.sleep(every)
+        """Keep this process's journal leases alive and finish answers whose process died, forever
+        (a task of the web process; returns at once without a journal)."""
+        if self.journal is not None:
+            await self.journal.watch(lambda: self._working, self._work, lambda: self.inflight.draining, interval)
 
     async def _stream(
         self, message: IncomingMessage, channel: str, thread_ts: str | None, key: str = "", work: dict[str, Any] | None = None

@@ -10,13 +10,19 @@ so without this a crash would leave "Thinking…" up forever.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import redis.asyncio
 
+from bot.ports import StateUnavailable
 from bot.redis_client import DEFAULT_PREFIX, guarded
+
+log = logging.getLogger(__name__)
 
 # entries: hash key -> JSON work; leases: sorted set key -> lease expiry (ms, server clock)
 TAKE_OVER = """
@@ -105,3 +111,27 @@ class RedisWorkJournal:
     @guarded
     async def pending(self) -> int:
         return int(await self.client.hlen(self.entries))
+
+    async def watch(
+        self,
+        working: Callable[[], Iterable[str]],
+        resume: Callable[[str, dict[str, Any]], Awaitable[None]],
+        paused: Callable[[], bool] = lambda: False,
+        interval: float | None = None,
+    ) -> None:
+        """Forever: renew the leases of this process's `working` keys, and `resume` (in new tasks)
+        entries whose process died, unless `paused` (shutting down)."""
+        every = interval or self.lease_seconds / 3
+        tasks: set[asyncio.Task[None]] = set()
+        while True:
+            try:
+                await self.renew(sorted(working()))
+                if not paused():
+                    for key, work in await self.take_over():
+                        log.warning("answering %s, left unfinished by a process that stopped", key)
+                        task = asyncio.create_task(resume(key, work))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+            except StateUnavailable as exc:
+                log.error("cannot check for unfinished answers: %s", exc)
+            await asyncio.sleep(every)

@@ -1,0 +1,124 @@
+"""A Discord answer cut off by a crashed worker is finished by the next one, in the message already posted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import discord
+import openai
+import pytest
+from fakes import discord_payloads as dp
+from fakes.discord_api import FakeDiscord
+from fakes.openai_server import FakeOpenAI
+from redis_server import RedisServer
+
+from adapters.discord_bot import DiscordAdapter, intents
+from bot.admin import Admin
+from bot.engine import Engine
+from bot.openai_model import OpenAIChatModel
+from bot.wiring import SharedState, build_shared
+from config.settings import load_settings
+
+pytest_plugins = ["conftest_redis"]
+ANSWER = "Keep three to six months of essential expenses in an easy-access account. " * 5
+
+
+@pytest.fixture
+async def discord_fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as fake:
+        fake.patch(monkeypatch)
+        yield fake
+
+
+def awaits(coro: Any, code: Any) -> bool:
+    """Whether the suspended coroutine `coro` is (somewhere down its await chain) running `code`."""
+    while coro is not None:
+        if getattr(coro, "cr_code", None) is code:
+            return True
+        coro = getattr(coro, "cr_await", None)
+    return False
+
+
+async def until(check: Any, timeout: float = 15.0) -> Any:
+    async def poll() -> Any:
+        while not (result := check()):
+            await asyncio.sleep(0.02)
+        return result
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+async def worker(settings: Any, retriever: Any, model: FakeOpenAI) -> tuple[DiscordAdapter, SharedState, openai.AsyncOpenAI]:
+    """One worker process: its own Redis clients, engine and gateway client."""
+    shared = await build_shared(settings)
+    assert shared is not None
+    client = openai.AsyncOpenAI(base_url=model.base_url, api_key="test", max_retries=0)
+    engine = Engine(settings, retriever, shared.memory, OpenAIChatModel(client, "gpt-4o-mini", timeout=5), shared=shared)
+    admin = Admin(engine, None, retriever.store, [])
+    adapter = DiscordAdapter(
+        engine,
+        admin,
+        settings,
+        client=discord.Client(intents=intents(), guild_ready_timeout=0.05),
+        edit_interval=0.05,
+        dedupe=shared.dedupe,
+        journal=shared.journal("discord"),
+    )
+    return adapter, shared, client
+
+
+async def test_a_crashed_workers_answer_is_finished_by_the_next_in_the_same_message(
+    discord_fake: FakeDiscord, redis_server: RedisServer, retriever: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_server.flush()
+    for name, value in {
+        "REDIS_URL": redis_server.url,
+        "ADVISOR_MEMORY_WORK_LEASE_SECONDS": "1",
+        "ADVISOR_SAFETY_MODERATION": "false",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(None)
+    async with FakeOpenAI() as model:
+        model.chunk_delay = 0.05  # a few seconds of streaming: the crash comes mid-answer
+        model.default_answer = ANSWER
+        first, first_shared, first_client = await worker(settings, retriever, model)
+        run = asyncio.create_task(first.client.start(dp.BOT_TOKEN))
+        await asyncio.wait_for(first.client.wait_until_ready(), 10)
+        question = dp.message_create("How big should my emergency fund be?", channel_id=dp.DM_CHANNEL_ID, guild_id=None)
+        await discord_fake.dispatch("MESSAGE_CREATE", question)
+        sent = await until(lambda: discord_fake.calls_to("POST", f"/channels/{dp.DM_CHANNEL_ID}/messages"))
+        await until(lambda: first._working and (first.journal is not None))
+        await asyncio.sleep(0.2)  # the journal records the posted part
+        # the crash: the answering task dies where it stands, nothing renews its lease
+        crashed = [t for t in asyncio.all_tasks() if awaits(t.get_coro(), DiscordAdapter._work.__code__)]
+        assert len(crashed) == 1
+        crashed[0].cancel()
+        await asyncio.gather(*crashed, return_exceptions=True)
+        await first.client.close()
+        await asyncio.gather(run, return_exceptions=True)
+        assert await first_shared.journal("discord").pending() == 1  # left unfinished
+
+        second, second_shared, second_client = await worker(settings, retriever, model)
+        run = asyncio.create_task(second.client.start(dp.BOT_TOKEN))
+        recovery = asyncio.create_task(second.recover(interval=0.2))
+        try:
+            finals = await until(
+                lambda: [c for c in discord_fake.calls if c["method"] == "PATCH" and (c.get("json") or {}).get("components")],
+                timeout=20,
+            )
+        finally:
+            recovery.cancel()
+            await second.client.close()
+            await asyncio.gather(run, recovery, return_exceptions=True)
+        posts = discord_fake.calls_to("POST", f"/channels/{dp.DM_CHANNEL_ID}/messages")
+        assert len(posts) == len(sent) == 1  # the second worker edited the first one's message, posted nothing new
+        assert {c["path"] for c in finals} == {c["path"] for c in discord_fake.calls if c["method"] == "PATCH"}  # one message
+        assert ANSWER.strip()[:60] in finals[-1]["json"]["content"]
+        history = await second_shared.memory.history(f"discord:dm:{dp.DM_CHANNEL_ID}:{question['id']}")
+        assert [turn.role for turn in history] == ["user", "assistant"]  # the cut-off turn replaced, not doubled
+        assert await second_shared.journal("discord").pending() == 0
+        for shared, client in ((first_shared, first_client), (second_shared, second_client)):
+            await client.close()
+            await shared.close()
