@@ -8,6 +8,7 @@ unprefixed; the prefixed spelling works for them too.
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -459,6 +460,8 @@ class Settings(BaseModel):
                 value = getattr(group, field)
                 if isinstance(value, SecretStr):
                     text = "******** (set)"
+                elif isinstance(value, str) and _url_password(value):
+                    text = value.replace(f":{_url_password(value)}@", ":********@", 1)
                 elif value is None:
                     text = "(not set)"
                 elif isinstance(value, list):
@@ -468,6 +471,16 @@ class Settings(BaseModel):
                 rows[group_cls.env_names(field)[0]] = text
             shown[name] = rows
         return shown
+
+
+def _url_password(value: str) -> str | None:
+    """The password inside a URL such as redis://:pw@host (shown masked)."""
+    if "://" not in value:
+        return None
+    try:
+        return urlsplit(value).password
+    except ValueError:
+        return None
 
 
 def all_variables() -> list[str]:

@@ -63,13 +63,15 @@ def test_config_check_masks_secrets(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret")
     monkeypatch.setenv("SLACK_SIGNING_SECRET", "shh-signing")
     monkeypatch.setenv("DISCORD_TOKEN", "discord-secret")
+    monkeypatch.setenv("REDIS_URL", "redis://:redis-secret@cache.internal:6379/0")
     assert main(["config", "check"]) == 0
     out = capsys.readouterr().out
     assert "OPENAI_API_KEY = ******** (set)" in out
+    assert "REDIS_URL = redis://:********@cache.internal:6379/0" in out
     assert "QDRANT_API_KEY = (not set)" in out
     assert "slack: not configured (needs SLACK_BOT_TOKEN" in out
     assert "discord: ready" in out
-    for secret in ("sk-very-secret", "shh-signing", "discord-secret"):
+    for secret in ("sk-very-secret", "shh-signing", "discord-secret", "redis-secret"):
         assert secret not in out
 
 
