@@ -453,10 +453,7 @@ class DiscordAdapter:
         if not custom_id.startswith(FEEDBACK_PREFIX):
             return
         value, _, turn = custom_id.removeprefix(FEEDBACK_PREFIX).partition(":")
-        try:
-            stored = await self.engine.memory.set_feedback(int(turn), 1 if value == "up" else -1)
-        except ValueError:
-            stored = False
+        stored = await self.engine.record_feedback(turn, 1 if value == "up" else -1)
         text = "Thanks for the feedback." if stored else "Sorry, I couldn't find that answer any more."
         await interaction.response.send_message(text, ephemeral=True)
 

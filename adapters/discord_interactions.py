@@ -343,10 +343,7 @@ class DiscordInteractions:
         if not custom_id.startswith(FEEDBACK_PREFIX):
             return ephemeral("Sorry, that button doesn't do anything any more.")
         value, _, turn = custom_id.removeprefix(FEEDBACK_PREFIX).partition(":")
-        try:
-            stored = await self.engine.memory.set_feedback(int(turn), 1 if value == "up" else -1)
-        except ValueError:
-            stored = False
+        stored = await self.engine.record_feedback(turn, 1 if value == "up" else -1)
         return ephemeral("Thanks for the feedback." if stored else "Sorry, I couldn't find that answer any more.")
 
     async def _forget(self, payload: Json) -> str:

@@ -415,10 +415,7 @@ class SlackAdapter:
         await ack()
         action = (body.get("actions") or [{}])[0]
         value = 1 if action.get("action_id") == FEEDBACK_UP else -1
-        try:
-            stored = await self.engine.memory.set_feedback(int(action.get("value", "")), value)
-        except ValueError:
-            stored = False
+        stored = await self.engine.record_feedback(action.get("value", ""), value)
         text = "Thanks for the feedback." if stored else "Sorry, I couldn't find that answer any more."
         await respond(response_type="ephemeral", replace_original=False, text=text)
 

@@ -101,6 +101,19 @@ class Engine:
     async def forget(self, conversation: str) -> int:
         return await self.memory.forget(conversation)
 
+    async def record_feedback(self, turn: str | int, value: int) -> bool:
+        """A 👍 (+1) or 👎 (-1) on an answer's memory turn id, as its button carries it; False if the
+        turn is gone or the id is not one. Logged with the turn id the answer's `turn` record names."""
+        try:
+            turn_id = int(turn)
+        except (TypeError, ValueError):
+            return False
+        stored = await self.memory.set_feedback(turn_id, value)
+        if stored:
+            metrics.feedback(value)
+        log.info("feedback %+d on memory turn %s", value, turn_id, extra={"memory_turn": turn_id, "feedback": value, "stored": stored})
+        return stored
+
     async def answer(self, message: IncomingMessage) -> AsyncIterator[ReplyEvent]:
         """Reply events for one message: deltas, notices, citations, then exactly one Final.
 
@@ -110,7 +123,7 @@ class Engine:
         started = time.perf_counter()
         first_token: float | None = None
         with metrics.in_flight():
-            async for event in self._answer(message):
+            async for event in self._answer(message, trace):
                 if first_token is None and isinstance(event, TextDelta):
                     first_token = time.perf_counter() - started
                 if isinstance(event, Final):
@@ -142,7 +155,7 @@ class Engine:
             },
         )
 
-    async def _answer(self, message: IncomingMessage) -> AsyncIterator[ReplyEvent]:
+    async def _answer(self, message: IncomingMessage, trace: str = "") -> AsyncIterator[ReplyEvent]:
         text = message.text.strip()
         limit = self.settings.limits.max_message_chars
         if not text:
@@ -178,7 +191,7 @@ class Engine:
         finished = False
         try:
             async with self.locks.hold(key):
-                async for event in self._answer_in_turn(key, message, text):
+                async for event in self._answer_in_turn(key, message, text, trace):
                     finished = finished or isinstance(event, Final)
                     yield event
         except StateUnavailable as exc:
@@ -243,7 +256,7 @@ class Engine:
             log.warning("query rewrite failed (%s); using the fallback", exc.kind)
             return fallback_rewrite(history, text)
 
-    async def _retrieve(self, query: str) -> tuple[list[Hit], Notice | None]:
+    async def _retrieve(self, query: str, trace: str = "") -> tuple[list[Hit], Notice | None]:
         """Relevant hits, or none and a notice when the store is down."""
         started = time.perf_counter()
         try:
@@ -253,7 +266,23 @@ class Engine:
             log.exception("retrieval failed; answering without the knowledge base")
             return [], Notice("search_unavailable", "My knowledge base can't be searched right now.")
         floor = self.settings.retrieval.min_relevance
-        return [hit for hit in hits if hit.relevance is None or hit.relevance >= floor], None
+        kept = [hit for hit in hits if hit.relevance is None or hit.relevance >= floor]
+        log.info(
+            "turn %s retrieved %d passages (%d above the relevance floor)",
+            trace,
+            len(hits),
+            len(kept),
+            extra={
+                "turn_id": trace or None,
+                "retrieval_ms": round((time.perf_counter() - started) * 1000, 1),
+                "hits": [
+                    {"id": hit.chunk.id, "source": hit.chunk.source, "score": round(hit.score, 4),
+                     "relevance": None if hit.relevance is None else round(hit.relevance, 4)}
+                    for hit in hits
+                ],
+            },
+        )
+        return kept, None
 
     async def _voice_examples(self, text: str) -> list[Exemplar]:
         """The exemplar pairs most like the question; none when disabled or unavailable."""
@@ -266,7 +295,9 @@ class Engine:
             log.warning("exemplar search failed; answering without voice examples", exc_info=True)
             return []
 
-    async def _answer_in_turn(self, key: str, message: IncomingMessage, text: str) -> AsyncIterator[ReplyEvent]:
+    async def _answer_in_turn(
+        self, key: str, message: IncomingMessage, text: str, trace: str = ""
+    ) -> AsyncIterator[ReplyEvent]:
         await self._sweep_retention()
         turns = await self.memory.history(key)
         if turns and turns[-1].role == "user" and message.message_id and turns[-1].meta.get("message_id") == message.message_id:
@@ -296,7 +327,7 @@ class Engine:
             yield notice
         notices.extend(self._alerts(verdict, "input"))  # for admins: on the Final only, not shown as events
         query = await self._search_query(history, text, usage)
-        hits, outage = await self._retrieve(query)
+        hits, outage = await self._retrieve(query, trace)
         if outage is not None:
             notices.append(outage)
             yield outage

@@ -86,6 +86,7 @@ IN_FLIGHT = Gauge(
 )
 MODERATION = Counter("advisor_moderation_flags", "Moderation flags", ["stage", "action"], registry=REGISTRY)
 CRISIS = Counter("advisor_crisis_protocol", "Turns answered with the crisis protocol", registry=REGISTRY)
+FEEDBACK = Counter("advisor_feedback", "Feedback on answers (up or down)", ["value"], registry=REGISTRY)
 
 
 def bounded(value: object, allowed: Iterable[str]) -> str:
@@ -150,6 +151,10 @@ def moderation_flag(stage: str, action: str) -> None:
 
 def crisis() -> None:
     CRISIS.inc()
+
+
+def feedback(value: int) -> None:
+    FEEDBACK.labels(value="up" if value > 0 else "down").inc()
 
 
 class InFlight:

@@ -30,6 +30,7 @@ from process_helpers import (
     AdvisorProcess,
     GatedOpenAI,
     finals,
+    http,
     placeholders,
     process_env,
     run_cli,
@@ -147,12 +148,25 @@ def test_ops_endpoints_metrics_and_json_logs_without_secrets(start: Start, fakes
     assert web.metric_sum("advisor_answers_total") >= 1
     assert web.metric_sum("advisor_answers_total", platform="slack", mode="model") >= 1
 
+    up = next(e for e in final["blocks"][-1]["elements"] if e["action_id"] == "advisor_feedback_up")
+    click = sp.block_action("advisor_feedback_up", up["value"], response_url=slack.response_url())
+    headers = {"Content-Type": sp.FORM_CONTENT_TYPE, **sp.sign(click, SIGNING_SECRET)}
+    assert http("POST", web.base + "/slack/events", click, headers)[0] == 200
+    until(lambda: any(r.get("feedback") == 1 for r in web.records()), what="the feedback record")
+
     log = web.stderr()
     records = web.records()  # each line that starts with "{" parses
     assert records and all(line.startswith("{") for line in log.splitlines() if line.strip()), log[-2000:]
     turns = [r for r in records if r.get("turn_id") and "mode" in r]
     assert turns and turns[-1]["mode"] == "model" and turns[-1]["conversation"] == conversation(thread)
     assert turns[-1]["sources"] and all("fund.md" in source for source in turns[-1]["sources"])
+    # one turn id links the retrieval hits, the usage and (through the memory turn) the feedback
+    (retrieval,) = [r for r in records if r.get("hits") and r.get("turn_id") == turns[-1]["turn_id"]]
+    assert any("fund.md" in hit["source"] for hit in retrieval["hits"]) and retrieval["retrieval_ms"] >= 0
+    assert turns[-1]["prompt_tokens"] > 0 and turns[-1]["completion_tokens"] > 0
+    (feedback,) = [r for r in records if r.get("feedback") == 1]
+    assert feedback["memory_turn"] == turns[-1]["memory_turn"] == int(up["value"]) and feedback["stored"] is True
+    assert web.metric_sum("advisor_feedback_total", value="up") == 1
     for secret in (BOT_TOKEN, SIGNING_SECRET, OPENAI_KEY, REDIS_PASSWORD, "PRIVATE-QUESTION-3e9"):
         assert secret not in log, f"{secret!r} is in the log"
 
