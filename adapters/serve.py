@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -202,9 +203,12 @@ async def _ops_server(settings: Settings, services: Any, trackers: list[InFlight
 
 
 def run_workers(argv: Sequence[str], workers: int) -> int:
-    """`workers` copies of this command (each binds the port with SO_REUSEPORT); SIGTERM is passed on
-    to each, and the exit code is the worst of theirs."""
+    """`workers` copies of this command (each binds the port with SO_REUSEPORT, all report in one
+    /metrics); SIGTERM is passed on to each, and the exit code is the worst of theirs."""
     command = [sys.executable, "-m", "bot.cli", *argv]
+    env = dict(os.environ)
+    # one /metrics for all workers: prometheus_client's multiprocess mode, in a fresh directory
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="advisor-metrics-"))
     children: list[subprocess.Popen[bytes]] = []
     stopping: list[int] = []
 
@@ -219,6 +223,6 @@ def run_workers(argv: Sequence[str], workers: int) -> int:
     for _ in range(workers):
         if stopping:
             break
-        children.append(subprocess.Popen(command))
+        children.append(subprocess.Popen(command, env=env))
     codes = [child.wait() for child in children]
     return max(codes, key=abs, default=0)

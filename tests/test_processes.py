@@ -319,3 +319,33 @@ def test_the_command_refuses_unsafe_or_empty_set_ups(tmp_path: Path) -> None:
         assert named in result.stderr and result.stderr.startswith("error: "), result.stderr
         assert "Traceback" not in result.stderr
     assert "SLACK_SIGNING_SECRET" in result.stderr and "DISCORD_PUBLIC_KEY" in result.stderr
+
+
+# -- 6. the Discord interactions endpoint in the web process ----------------------------------------
+
+
+def test_the_web_process_serves_discord_interactions_signed_with_ed25519(tmp_path: Path) -> None:
+    import time
+
+    from nacl.signing import SigningKey
+
+    key = SigningKey.generate()
+    settings = {"DISCORD_PUBLIC_KEY": key.verify_key.encode().hex(), "DISCORD_APPLICATION_ID": "123456789012345678"}
+    web = AdvisorProcess(["run", "web"], process_env(tmp_path, settings), tmp_path, free_port()).start()
+    try:
+
+        def post(body: bytes, signer: SigningKey = key) -> tuple[int, str]:
+            stamp = str(int(time.time()))
+            signature = signer.sign(stamp.encode() + body).signature.hex()
+            headers = {"Content-Type": "application/json", "X-Signature-Ed25519": signature, "X-Signature-Timestamp": stamp}
+            return http("POST", web.base + "/discord/interactions", body, headers)
+
+        ping = json.dumps({"id": "1", "application_id": "123456789012345678", "type": 1, "token": "t", "version": 1}).encode()
+        status, text = post(ping)
+        assert (status, json.loads(text)) == (200, {"type": 1})
+        assert post(ping, SigningKey.generate())[0] == 401  # forged
+        assert post(b"{not json")[0] == 400
+        assert web.get("/readyz")[0] == 200  # no Slack, no Redis, no model: the store alone must be up
+        assert "/slack/events" not in web.stderr()
+    finally:
+        web.kill()
