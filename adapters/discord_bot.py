@@ -8,7 +8,6 @@ once, whatever resumes and reconnects replay. Nothing the model writes can ping 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from adapters.progress import ReindexProgress
 from adapters.render import SHOWN_NOTICES, split_message
 from bot import metrics
 from bot.admin import Admin, AdminError
@@ -428,22 +428,13 @@ class DiscordAdapter:
             await interaction.response.send_message(str(exc), ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        state = {"files": 0, "last": time.monotonic()}
-        pending: list[asyncio.Task[Any]] = []
-
-        def progress(kind: str, count: int) -> None:
-            if kind == "file":
-                state["files"] += count
-            if time.monotonic() - state["last"] >= 3:
-                state["last"] = time.monotonic()
-                pending.append(asyncio.create_task(interaction.edit_original_response(content=f"Reindexing… {state['files']} files read")))
-
+        progress = ReindexProgress(lambda text: interaction.edit_original_response(content=text))
         try:
             report = await self.admin.reindex(path, progress)
         except AdminError as exc:
             await interaction.edit_original_response(content=str(exc))
             return
-        await asyncio.gather(*pending, return_exceptions=True)
+        await progress.settle()
         await interaction.edit_original_response(content=f"Reindex finished.\n```\n{report.summary()[:1800]}\n```")
 
     # -- feedback -----------------------------------------------------------

@@ -35,6 +35,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from adapters.discord_bot import EDIT_INTERVAL, FEEDBACK_PREFIX, MESSAGE_LIMIT, SORRY, sources_line
+from adapters.progress import ReindexProgress
 from adapters.render import SHOWN_NOTICES, split_message
 from bot import metrics
 from bot.admin import Admin, AdminError, advisor_version
@@ -428,15 +429,7 @@ class DiscordInteractions:
         return deferred(private=True)
 
     async def _run_reindex(self, hook: _Webhook, path: str | None) -> None:
-        state = {"files": 0, "last": time.monotonic()}
-        pending: list[asyncio.Task[None]] = []
-
-        def progress(kind: str, count: int) -> None:
-            if kind == "file":
-                state["files"] += count
-            if time.monotonic() - state["last"] >= 3:
-                state["last"] = time.monotonic()
-                pending.append(asyncio.create_task(hook.edit(f"Reindexing… {state['files']} files read")))
+        progress = ReindexProgress(hook.edit)
 
         try:
             try:
@@ -446,7 +439,7 @@ class DiscordInteractions:
                 return
             finally:
                 self._reindex_claimed = False
-            await asyncio.gather(*pending, return_exceptions=True)
+            await progress.settle()
             await hook.edit(f"Reindex finished.\n```\n{report.summary()[:1800]}\n```")
         except WebhookError as exc:
             log.error("reporting the reindex failed: %s", exc)

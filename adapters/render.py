@@ -105,3 +105,4 @@ def split_message(text: str, limit: int) -> list[str]:
 
 # Notices users see above the answer (others, such as admin alerts, are not for them).
 SHOWN_NOTICES = frozenset({"trimmed", "search_unavailable"})
+

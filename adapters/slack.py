@@ -26,10 +26,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.ops_http import CountingRateLimitHandler
+from adapters.progress import ReindexProgress
 from adapters.render import SHOWN_NOTICES
 from adapters.slack_format import FEEDBACK_DOWN, FEEDBACK_UP, answer_messages, preview, sources_text
-from bot.admin import Admin, AdminError
 from bot import metrics
+from bot.admin import Admin, AdminError
 from bot.alerts import alert_channel, alert_text
 from bot.dedupe import Deduper
 from bot.inflight import InFlight
@@ -391,22 +392,13 @@ class SlackAdapter:
             await ack(response_type="ephemeral", text=str(exc))
             return
         await ack(response_type="ephemeral", text="Reindexing the knowledge base… I'll post progress here.")
-        progress = {"files": 0, "last": time.monotonic()}
-        pending: list[asyncio.Task[Any]] = []
-
-        def on_progress(kind: str, count: int) -> None:
-            if kind == "file":
-                progress["files"] += count
-            if time.monotonic() - progress["last"] >= 5:
-                progress["last"] = time.monotonic()
-                pending.append(asyncio.create_task(respond(response_type="ephemeral", text=f"…{progress['files']} files read")))
-
+        progress = ReindexProgress(lambda text: respond(response_type="ephemeral", text=text), 5, "…{files} files read")
         try:
-            report = await self.admin.reindex(path, on_progress)
+            report = await self.admin.reindex(path, progress)
         except AdminError as exc:
             await respond(response_type="ephemeral", text=str(exc))
             return
-        await asyncio.gather(*pending, return_exceptions=True)
+        await progress.settle()
         await respond(response_type="ephemeral", text=f"Reindex finished.\n```{report.summary()}```")
 
     # -- feedback -----------------------------------------------------------

@@ -468,8 +468,8 @@ async def cmd_eval_answers(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_eval_safety(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.safety.crisis_eval import engine_answer
     from bot.openai_model import build_chat_model
+    from bot.safety.crisis_eval import engine_answer
     from bot.safety.safety_eval import evaluate, model_judge, read_prompts
     from bot.wiring import build_engine, build_retrieval
 

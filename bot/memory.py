@@ -63,6 +63,18 @@ def _placeholders(items: list[Any]) -> str:
     return ",".join("?" * len(items))
 
 
+def split_to_budget(turns: list[Turn], budget_tokens: int) -> tuple[list[Turn], list[Turn]]:
+    """(kept, overflow): the newest turns within the budget (the newest even alone over it), and the rest."""
+    start = len(turns)
+    used = 0
+    for index in range(len(turns) - 1, -1, -1):
+        used += turns[index].tokens
+        if used > budget_tokens and index < len(turns) - 1:
+            break
+        start = index
+    return turns[start:], turns[:start]
+
+
 class SqliteMemory:
     def __init__(self, path: Path, count_tokens: Callable[[str], int] = estimate_tokens) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,15 +130,7 @@ class SqliteMemory:
         kept only when everything after it fits too, so whenever there is overflow the old
         summary is part of it and a new summary of the overflow carries its content on.
         """
-        turns = await self.history(conversation)
-        start = len(turns)
-        used = 0
-        for index in range(len(turns) - 1, -1, -1):
-            used += turns[index].tokens
-            if used > budget_tokens and index < len(turns) - 1:
-                break
-            start = index
-        return turns[start:], turns[:start]
+        return split_to_budget(await self.history(conversation), budget_tokens)
 
     async def summarise(self, conversation: str, replaced: list[Turn], summary: str) -> Turn:
         """Replace `replaced` (and any earlier summary) by one summary turn, atomically."""

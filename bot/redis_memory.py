@@ -22,7 +22,7 @@ from typing import Any
 
 import redis.asyncio
 
-from bot.memory import ROLES, Turn
+from bot.memory import ROLES, Turn, split_to_budget
 from bot.redis_client import DEFAULT_PREFIX, close, guarded, text
 from bot.tokens import estimate_tokens
 
@@ -213,15 +213,7 @@ class RedisMemory:
 
     async def fit(self, conversation: str, budget_tokens: int) -> tuple[list[Turn], list[Turn]]:
         """(kept, overflow), exactly as `SqliteMemory.fit`."""
-        turns = await self.history(conversation)
-        start = len(turns)
-        used = 0
-        for index in range(len(turns) - 1, -1, -1):
-            used += turns[index].tokens
-            if used > budget_tokens and index < len(turns) - 1:
-                break
-            start = index
-        return turns[start:], turns[:start]
+        return split_to_budget(await self.history(conversation), budget_tokens)
 
     @guarded
     async def summarise(self, conversation: str, replaced: list[Turn], summary: str) -> Turn:

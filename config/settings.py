@@ -8,9 +8,9 @@ unprefixed; the prefixed spelling works for them too.
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
