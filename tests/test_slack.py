@@ -435,3 +435,23 @@ async def test_the_crisis_protocol_alerts_the_admin_channel_without_the_message(
     assert "kill" not in alert["text"]
     await settle(harness)
     assert len([p for p in harness.posts() if p["channel"] == "CALERTS"]) == 1  # the ordinary question: none
+
+
+async def test_socket_mode_survives_malformed_envelopes(make: Any, slack: FakeSlack) -> None:
+    harness = await make()
+    handler = harness.adapter.socket_mode("xapp-1-test")
+    await handler.connect_async()
+    try:
+        await slack.wait_for_socket()
+        for frame in (
+            {"type": "events_api", "envelope_id": "e1", "payload": "not an object"},
+            {"type": "events_api", "envelope_id": "e2", "payload": {"type": "event_callback", "event": "x"}},
+            {"type": "something_new", "envelope_id": "e3"},
+            {"no": "type"},
+        ):
+            await slack.send_socket_message(frame)
+        assert await slack.send_socket_envelope(sp.socket_envelope(sp.app_mention("emergency fund size?"))) is not None
+        await until(harness.finals)  # still connected and answering
+        assert len(harness.posts()) == 1
+    finally:
+        await handler.close_async()
