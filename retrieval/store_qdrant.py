@@ -8,10 +8,12 @@ request, so searches never see a half-built index.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from bot.models import Chunk, Hit, SearchMode, SparseVector
 from retrieval.payload import DENSE, SPARSE, consistent_hashes, from_payload, location_payload, relevance, to_payload
@@ -51,20 +53,27 @@ class QdrantClientStore:
         if not store.collection:
             if await client.collection_exists(alias):
                 store.collection = alias  # a plain collection made by hand or an older version
-            else:
-                store.collection = await store._create()
+            else:  # a fixed first name: processes starting together create (or find) the same collection
+                store.collection = await store._create(f"{alias}-initial", exist_ok=True)
                 await store._point_alias_at(store.collection, old=None)
         await store._check_dim()
         return store
 
-    async def _create(self) -> str:
-        name = f"{self.alias}-{time.strftime('%Y%m%dT%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
-        await self._client.create_collection(
-            name,
-            vectors_config={DENSE: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)},
-            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-            **self.layout,
-        )
+    async def _create(self, name: str | None = None, exist_ok: bool = False) -> str:
+        """A new collection (`name`, or a timestamped one for a rebuild); with `exist_ok`, one that
+        another process created a moment ago is taken as it is."""
+        name = name or f"{self.alias}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        try:
+            await self._client.create_collection(
+                name,
+                vectors_config={DENSE: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)},
+                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                **self.layout,
+            )
+        except (UnexpectedResponse, ValueError) as exc:  # server: HTTP 409/400; local mode: ValueError
+            if not (exist_ok and "already exists" in str(exc)):
+                raise
+            return name
         if not self._client.init_options.get("path"):  # local mode has no payload indexes
             await self._client.create_payload_index(name, "source", models.PayloadSchemaType.KEYWORD)
         return name

@@ -349,3 +349,111 @@ def test_the_web_process_serves_discord_interactions_signed_with_ed25519(tmp_pat
         assert "/slack/events" not in web.stderr()
     finally:
         web.kill()
+
+
+# -- 7. two web workers on one port, over a Qdrant server ---------------------------------------------
+
+
+def worker_pids(web: AdvisorProcess) -> set[int]:
+    """The pids of the children that logged "web process <pid> on port <port>"."""
+    import re
+
+    pattern = re.compile(rf"^web process (\d+) on port {web.port}\b")
+    return {int(m.group(1)) for r in web.records() if (m := pattern.match(str(r.get("msg", ""))))}
+
+
+def answers_by_pid(metrics_dir: Path) -> dict[int, float]:
+    """advisor_answers_total per worker, from each worker's own file in the multiprocess directory."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    counts: dict[int, float] = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        pid = int(path.stem.split("_")[-1])
+        for family in MultiProcessCollector._read_metrics([str(path)]).values():
+            for sample in family.samples:
+                if sample.name == "advisor_answers_total":
+                    counts[pid] = counts.get(pid, 0.0) + sample.value
+    return counts
+
+
+def test_two_workers_over_qdrant_server_answer_each_event_once_and_drain_on_sigterm(
+    start: Start, fakes: Fakes, tmp_path: Path
+) -> None:
+    import contextlib
+    import os
+
+    from fakes.qdrant_api import FakeQdrant
+
+    slack, model = fakes
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    with serving_in_thread(FakeQdrant()) as qdrant:
+        web = start(
+            "run",
+            "web",
+            "--workers",
+            "2",
+            ingest=True,
+            QDRANT_URL=qdrant.url,
+            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+            ADVISOR_SHUTDOWN_GRACE_SECONDS="10",
+        )
+        pids = until(lambda: len(found := worker_pids(web)) == 2 and found, timeout=60, what="two workers up")
+        assert web.process is not None and web.process.pid not in pids
+        try:
+            until(lambda: web.get("/readyz")[0] == 200, what="ready")
+
+            # one user each: the per-user rate limit (shared in Redis) would otherwise answer most of them "limited"
+            events = [sp.app_mention(f"How big should my emergency fund be? Q{n:02d}", user=f"U{n:03d}") for n in range(20)]
+            for event in events:
+                assert web.post_event(event)[0] == 200
+                assert web.post_event(event, headers=RETRY_HEADERS)[0] == 200  # Slack's retry of the same delivery
+            threads = [event["event"]["ts"] for event in events]
+            assert len(set(threads)) == 20
+            until(lambda: all(finals(slack, t) for t in threads), timeout=60, what="all 20 answered")
+            until(
+                lambda: web.metric_sum("advisor_duplicates_dropped_total", platform="slack") >= 20,
+                what="all 20 retries dropped",
+            )
+            for thread in threads:
+                assert len(placeholders(slack, thread)) == 1, thread
+                assert len(finals(slack, thread)) == 1, thread
+            turns = [r for r in web.records() if r.get("turn_id") and "mode" in r]
+            assert len(turns) == 20 and {t["mode"] for t in turns} == {"model"}, [t["mode"] for t in turns]
+            retrievals = [r for r in web.records() if r.get("hits")]  # the knowledge base, searched over REST
+            assert len(retrievals) >= 20 and all(any("fund.md" in h["source"] for h in r["hits"]) for r in retrievals)
+            assert len([r for r in qdrant.requests if r["path"] == "/collections/advisor/points/query"]) >= 20
+
+            # /metrics of whichever worker the kernel picks sums both workers' counters
+            for _ in range(6):
+                assert web.metric_sum("advisor_answers_total") == 20
+                assert web.metric_sum("advisor_duplicates_dropped_total", platform="slack") == 20
+            per_worker = answers_by_pid(metrics_dir)
+            assert set(per_worker) <= pids and sum(per_worker.values()) == 20
+            assert len(per_worker) == 2 and all(per_worker.values()), f"answers all in one worker: {per_worker}"
+
+            # answers in flight at SIGTERM are finished by the worker holding them; then all exit
+            model.hold()
+            late = [sp.app_mention(f"Should I pay off my credit card first? L{n}", user=f"UL{n}") for n in range(4)]
+            for event in late:
+                assert web.post_event(event)[0] == 200
+            until(lambda: model.waiting == 4, what="four answers held at the model")
+            web.signal(signal.SIGTERM)
+            until(lambda: web.stderr().count("SIGTERM: draining") == 2, what="both workers draining")
+            assert web.process.poll() is None
+            model.release()
+            assert web.process.wait(30) == 0
+            for event in late:
+                assert len(finals(slack, event["event"]["ts"])) == 1
+            log = web.stderr()
+            assert log.count("shutdown: every answer in flight finished") == 2, log[-3000:]
+            for pid in pids:  # both children are gone
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    continue
+                raise AssertionError(f"worker {pid} still running")
+        finally:  # a failed test leaves no worker behind (the fixture stops only the parent)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
