@@ -57,6 +57,18 @@ def sources_line(citations: tuple[Citation, ...]) -> str:
     return "-# Sources: " + " · ".join(items) if items else ""
 
 
+def answer_parts(final: Final, notices: list[Notice]) -> list[str]:
+    """Messages of at most 2,000 characters: notices, the answer, then the sources line."""
+    body = "\n\n".join([*(f"*{n.text}*" for n in notices), final.text])
+    parts = split_message(body, MESSAGE_LIMIT)
+    tail = sources_line(final.citations)
+    if tail and len(parts[-1]) + 2 + len(tail) <= MESSAGE_LIMIT:
+        parts[-1] = f"{parts[-1]}\n\n{tail}"
+    elif tail:
+        parts.append(tail)
+    return parts
+
+
 class FeedbackView(discord.ui.View):
     """👍/👎 under an answer; custom ids carry the turn id, so clicks work after a restart."""
 
@@ -313,14 +325,7 @@ class DiscordAdapter:
                 elif isinstance(event, Final):
                     final = event
         assert final is not None
-        body = "\n\n".join([*(f"*{n.text}*" for n in notices), final.text])
-        parts = split_message(body, MESSAGE_LIMIT)
-        tail = sources_line(final.citations)
-        if tail and len(parts[-1]) + 2 + len(tail) <= MESSAGE_LIMIT:
-            parts[-1] = f"{parts[-1]}\n\n{tail}"
-        elif tail:
-            parts.append(tail)
-        await self._show(message, posted, parts, final=True, turn_id=final.turn_id)
+        await self._show(message, posted, answer_parts(final, notices), final=True, turn_id=final.turn_id)
         await self._alert_admins(final, incoming, message.jump_url)
 
     async def _alert_admins(self, final: Final, incoming: IncomingMessage, where: str) -> None:

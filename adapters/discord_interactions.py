@@ -34,7 +34,7 @@ from aiohttp import web
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from adapters.discord_bot import EDIT_INTERVAL, FEEDBACK_PREFIX, MESSAGE_LIMIT, SORRY, sources_line
+from adapters.discord_bot import EDIT_INTERVAL, FEEDBACK_PREFIX, MESSAGE_LIMIT, SORRY, answer_parts
 from adapters.progress import ReindexProgress
 from adapters.render import SHOWN_NOTICES, split_message
 from bot import metrics
@@ -121,18 +121,6 @@ def is_admin(payload: Mapping[str, Any], admins: AdminSettings) -> bool:
     except ValueError:
         return False
     return bool(permissions & (MANAGE_GUILD | ADMINISTRATOR))
-
-
-def answer_parts(final: Final, notices: list[Notice]) -> list[str]:
-    """Messages of at most 2,000 characters: notices, the answer, then the sources line (as the gateway posts)."""
-    body = "\n\n".join([*(f"*{n.text}*" for n in notices), final.text])
-    parts = split_message(body, MESSAGE_LIMIT)
-    tail = sources_line(final.citations)
-    if tail and len(parts[-1]) + 2 + len(tail) <= MESSAGE_LIMIT:
-        parts[-1] = f"{parts[-1]}\n\n{tail}"
-    elif tail:
-        parts.append(tail)
-    return parts
 
 
 class WebhookError(Exception):

@@ -86,9 +86,8 @@ async def run_web(
             services.engine,
             services.admin,
             settings,
-            dedupe=services.deduper(),
             gate=_redis_gate(services),
-            journal=services.shared.journal("slack") if services.shared else None,
+            **services.adapter_state("slack"),
         )
         slack.add_routes(app)
         background.append(asyncio.create_task(slack.recover()))
@@ -138,8 +137,7 @@ async def run_socket_mode(settings: Settings, services: Any, stop: asyncio.Event
         services.engine,
         services.admin,
         settings,
-        dedupe=services.deduper(),
-        journal=services.shared.journal("slack") if services.shared else None,
+        **services.adapter_state("slack"),
     )
     recovery = asyncio.create_task(adapter.recover())
     handler = adapter.socket_mode(settings.slack.app_token.get_secret_value())  # type: ignore[union-attr]
@@ -166,8 +164,7 @@ async def run_discord_gateway(settings: Settings, services: Any, stop: asyncio.E
         services.engine,
         services.admin,
         settings,
-        dedupe=services.deduper(),
-        journal=services.shared.journal("discord") if services.shared else None,
+        **services.adapter_state("discord"),
     )
     ops = await _ops_server(settings, services, [adapter.inflight])
     client_task = asyncio.create_task(adapter.client.start(settings.discord.token.get_secret_value()))  # type: ignore[union-attr]

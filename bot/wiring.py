@@ -147,11 +147,14 @@ class Services:
     def redis(self) -> Any:
         return self.shared.client if self.shared else None
 
-    def deduper(self) -> Any:
-        """Exactly-once event handling: shared by every process with Redis, else in this one."""
+    def adapter_state(self, platform: str) -> dict[str, Any]:
+        """An adapter's `dedupe` (exactly-once events: shared by every process with Redis, else in
+        this one) and `journal` (answers in progress, with Redis only) keyword arguments."""
         from bot.dedupe import Deduper
 
-        return self.shared.dedupe if self.shared else Deduper()
+        if self.shared is None:
+            return {"dedupe": Deduper(), "journal": None}
+        return {"dedupe": self.shared.dedupe, "journal": self.shared.journal(platform)}
 
     async def close(self) -> None:
         await self.engine.memory.close()
