@@ -1,7 +1,7 @@
 """Operations endpoints (/healthz, /readyz, /metrics) and the counters for chat platforms' HTTP 429s.
 
 `add_ops_routes` adds the endpoints to an existing aiohttp app (the Slack HTTP app); `start_ops_server` serves them
-on their own port for a process with no web app (the Discord worker). The 429 hooks live here, not in `bot.metrics`,
+on their own port for a process with no web app (the Discord worker). The 429 hooks live here, not in `bot.ops.metrics`,
 because the core may not import a platform library.
 """
 
@@ -17,8 +17,8 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
-from bot import metrics
-from bot.readiness import Check, check_all
+from bot.ops import metrics
+from bot.ops.readiness import Check, check_all
 
 # discord.py logs a warning on each 429 it receives: "We are being rate limited. %s %s responded with 429. ..."
 # (logger discord.http) and, for webhooks and interaction follow-ups, "Webhook ID %s is rate limited. ..."

@@ -20,8 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from adapters.ops_http import add_ops_routes, install_platform_429_hooks, start_ops_server
-from bot.inflight import InFlight
-from bot.readiness import standard_checks
+from bot.ops.inflight import InFlight
+from bot.ops.readiness import standard_checks
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,15 +35,6 @@ def readiness_checks(settings: Settings, services: Any) -> Mapping[str, Check]:
     return standard_checks(
         store=services.stack.store, redis=services.redis, model_base_url=model_url, model_api_key=key
     )
-
-
-def _redis_gate(services: Any) -> Callable[[], Awaitable[None]] | None:
-    if services.redis is None:
-        return None
-    from bot.redis_client import ping
-
-    client = services.redis
-    return lambda: ping(client)
 
 
 def stop_signal() -> asyncio.Event:
@@ -80,13 +71,13 @@ async def run_web(
     background: list[asyncio.Task[None]] = []
     mounted: list[str] = []
     if settings.slack.bot_token and settings.slack.signing_secret:
-        from adapters.slack import SlackAdapter
+        from adapters.slack.app import SlackAdapter
 
         slack = SlackAdapter(
             services.engine,
             services.admin,
             settings,
-            gate=_redis_gate(services),
+            gate=services.redis_gate(),
             **services.adapter_state("slack"),
         )
         slack.add_routes(app)
@@ -94,7 +85,7 @@ async def run_web(
         trackers.append(slack.inflight)
         mounted.append("POST /slack/events")
     if settings.discord.public_key and settings.discord.application_id:
-        from adapters.discord_interactions import DiscordInteractions
+        from adapters.discord.interactions import DiscordInteractions
 
         interactions = DiscordInteractions(services.engine, services.admin, settings)
         interactions.add_routes(app)
@@ -130,7 +121,7 @@ async def _drain_then_close(interactions: Any, grace: float) -> None:
 
 async def run_socket_mode(settings: Settings, services: Any, stop: asyncio.Event | None = None) -> int:
     """Slack over Socket Mode: no public URL; ops routes on ADVISOR_METRICS_PORT when set."""
-    from adapters.slack import SlackAdapter
+    from adapters.slack.app import SlackAdapter
 
     stop = stop or stop_signal()
     adapter = SlackAdapter(
@@ -156,7 +147,7 @@ async def run_socket_mode(settings: Settings, services: Any, stop: asyncio.Event
 
 async def run_discord_gateway(settings: Settings, services: Any, stop: asyncio.Event | None = None) -> Any:
     """The Discord gateway (sharded as Discord recommends); returns the adapter's client task result."""
-    from adapters.discord_bot import DiscordAdapter
+    from adapters.discord.gateway import DiscordAdapter
 
     stop = stop or stop_signal()
     install_platform_429_hooks()

@@ -279,7 +279,7 @@ async def ttft_section(args: argparse.Namespace, control: Control, url: str, sec
         return [round(pct(values, 50) * 1000, 1), round(pct(values, 95) * 1000, 1)]
 
     advisor = series("streamed")
-    from adapters.slack import UPDATE_INTERVAL
+    from adapters.slack.app import UPDATE_INTERVAL
 
     return {
         "samples": len(rows),
@@ -361,8 +361,8 @@ async def discord_section(args: argparse.Namespace, control: Control, urls: dict
     import yarl
     from fakes import discord_payloads as dp
 
-    from adapters.discord_bot import EDIT_INTERVAL, DiscordAdapter, intents
-    from bot.logs import configure_logging
+    from adapters.discord.gateway import EDIT_INTERVAL, DiscordAdapter, intents
+    from bot.ops.logs import configure_logging
     from bot.wiring import build_services
     from config.settings import load_settings
 

@@ -227,7 +227,7 @@ def _fakes() -> tuple[type, type, type]:
     from fakes.openai_server import _INCOMING, FakeOpenAI
     from fakes.slack_api import FakeSlack
 
-    from adapters.slack import PLACEHOLDER, SORRY
+    from adapters.slack.app import PLACEHOLDER, SORRY
 
     class TimedSlack(FakeSlack):
         async def _record(self, request: web.Request, method: str, **extra: Any) -> dict[str, Any]:

@@ -26,10 +26,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import openai
 from fakes.openai_server import FakeOpenAI
 
-from bot.engine import Engine
-from bot.memory import SqliteMemory
+from bot.engine.pipeline import Engine
+from bot.state.memory_sqlite import SqliteMemory
 from bot.models import Final, IncomingMessage
-from bot.openai_model import OpenAIChatModel
+from bot.llm.openai_model import OpenAIChatModel
 from config.settings import load_settings
 from retrieval.embedders import OnnxMiniLMEmbedder
 from retrieval.evaluate import percentile

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.finetune.cli import add_finetune_commands, run_finetune
-from bot.logs import configure_logging
+from bot.ops.logs import configure_logging
 from config.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("advisor")
@@ -385,7 +385,7 @@ async def cmd_simulate(settings: Settings, platform: str, files: list[Path], bot
 
     from bot.wiring import build_services
 
-    module = import_module(f"adapters.simulate_{platform}")
+    module = import_module(f"adapters.simulate.{platform}")
     try:
         for path in files:
             module.read_input(path)
@@ -468,7 +468,7 @@ async def cmd_eval_answers(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_eval_safety(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.openai_model import build_chat_model
+    from bot.llm.openai_model import build_chat_model
     from bot.safety.crisis_eval import engine_answer
     from bot.safety.safety_eval import evaluate, model_judge, read_prompts
     from bot.wiring import build_engine, build_retrieval

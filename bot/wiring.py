@@ -53,12 +53,12 @@ class SharedState:
 
     def journal(self, platform: str) -> Any:
         """Answers in progress on `platform`, so another process can finish them if this one dies."""
-        from bot.redis_journal import RedisWorkJournal
+        from bot.state.journal_redis import RedisWorkJournal
 
         return RedisWorkJournal(self.client, self.settings.memory.work_lease_seconds, name=platform)
 
     async def close(self) -> None:
-        from bot.redis_client import close
+        from bot.state.redis_client import close
 
         await close(self.client)
 
@@ -67,11 +67,11 @@ async def build_shared(settings: Settings) -> SharedState | None:
     """The Redis-backed state when REDIS_URL is set (checked with a PING), else None (in-process)."""
     if not settings.memory.redis_url:
         return None
-    from bot.redis_client import connect, ping
-    from bot.redis_dedupe import RedisDeduper
-    from bot.redis_limits import RedisConversationLocks, RedisTokenBucket
-    from bot.redis_lock import RedisReindexLock
-    from bot.redis_memory import RedisMemory
+    from bot.state.redis_client import connect, ping
+    from bot.state.dedupe_redis import RedisDeduper
+    from bot.state.limits_redis import RedisConversationLocks, RedisTokenBucket
+    from bot.state.locks_redis import RedisReindexLock
+    from bot.state.memory_redis import RedisMemory
 
     client = connect(settings.memory.redis_url)
     await ping(client)  # a wrong URL or a server that is down fails at start-up, clearly
@@ -91,9 +91,9 @@ async def build_shared(settings: Settings) -> SharedState | None:
 async def build_engine(settings: Settings, stack: RetrievalStack | None = None, shared: SharedState | None = None) -> Any:
     """The engine with memory (Redis when shared, else SQLite under the data directory) and the
     model, if one is configured."""
-    from bot.engine import Engine
-    from bot.memory import SqliteMemory
-    from bot.openai_model import build_chat_model
+    from bot.engine.pipeline import Engine
+    from bot.state.memory_sqlite import SqliteMemory
+    from bot.llm.openai_model import build_chat_model
     from bot.safety.moderation import build_moderator
 
     stack = stack or await build_retrieval(settings)
@@ -147,13 +147,22 @@ class Services:
     def redis(self) -> Any:
         return self.shared.client if self.shared else None
 
+    def redis_gate(self) -> Any:
+        """An async check that Redis answers (raises `StateUnavailable`), or None without Redis."""
+        if self.shared is None:
+            return None
+        from bot.state.redis_client import ping
+
+        client = self.shared.client
+        return lambda: ping(client)
+
     def adapter_state(self, platform: str) -> dict[str, Any]:
         """An adapter's `dedupe` (exactly-once events: shared by every process with Redis, else in
         this one) and `journal` (answers in progress, with Redis only) keyword arguments."""
-        from bot.dedupe import Deduper
+        from bot.state import local_dedupe
 
         if self.shared is None:
-            return {"dedupe": Deduper(), "journal": None}
+            return {"dedupe": local_dedupe(), "journal": None}
         return {"dedupe": self.shared.dedupe, "journal": self.shared.journal(platform)}
 
     async def close(self) -> None:
@@ -164,7 +173,7 @@ class Services:
 
 
 async def build_services(settings: Settings) -> Services:
-    from bot.admin import Admin
+    from bot.ops.admin import Admin
     from retrieval.ingest import Ingestor
 
     shared = await build_shared(settings)

@@ -1,7 +1,7 @@
 """A deterministic detector for passages that talk to the model instead of the reader.
 
 Run at ingestion on every chunk (its title, headings and text). A flagged chunk keeps its
-reasons in `chunk.extra["suspicious"]`; at answer time bot/prompts.py renders it with
+reasons in `chunk.extra["suspicious"]`; at answer time bot/engine/prompts.py renders it with
 `suspicious="true"`, a note that it must not be followed, and after the clean passages.
 Flagging never drops a passage: a guide *about* scams may quote a jailbreak, and the
 reader may still need it. See docs/prompt-injection.md.

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio
 from redis_server import ClientFactory, RedisServer, running_redis
 
-from bot.redis_client import close, connect
+from bot.state.redis_client import close, connect
 
 
 @pytest.fixture(scope="module")

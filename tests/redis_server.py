@@ -114,9 +114,9 @@ def running_redis(directory: Path, password: str | None = None) -> Iterator[Redi
 # A separate process that takes a lock, says so, then waits to be killed: a crashed holder.
 HOLDER = """
 import asyncio, sys
-from bot.redis_client import connect
-from bot.redis_limits import RedisConversationLocks
-from bot.redis_lock import RedisReindexLock
+from bot.state.redis_client import connect
+from bot.state.limits_redis import RedisConversationLocks
+from bot.state.locks_redis import RedisReindexLock
 
 async def main(url, kind, key, lease):
     client = connect(url)

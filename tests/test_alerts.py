@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.alerts import alert_channel, alert_text
+from bot.ops.alerts import alert_channel, alert_text
 from bot.models import Final, IncomingMessage, Notice
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import bot.engine
 from bot.cli import main
 from bot.models import Final, IncomingMessage, ReplyEvent, TextDelta
 from bot.safety.crisis import RULES, _analyse, care_note, detect, normalise, protocol_message
@@ -24,7 +22,6 @@ CRISIS = read_messages(DATA / "crisis.txt")
 BENIGN = read_messages(DATA / "benign.txt")
 # the lead wires `detect` into the engine; until then the engine-level tests skip and
 # `advisor eval crisis` runs against a stand-in that applies the detector the same way
-ENGINE_WIRED = hasattr(bot.engine, "detect")
 METHOD_WORDS = re.compile(
     r"\b(?:pills?|tablets?|dose|overdose|rope|noose|bridge|jump|gun|knife|blades?|razor|cut|hang|poison|lethal|"
     r"method)\b"
@@ -35,7 +32,7 @@ METHOD_WORDS = re.compile(
 
 
 async def detector_answer(text: str) -> Final:
-    """What the engine answers once wired: the protocol for a crisis, a normal answer otherwise."""
+    """What the engine answers: the protocol for a crisis, a normal answer otherwise."""
     if detect(text).level == "crisis":
         return Final(protocol_message(), (), "crisis")
     return Final("An ordinary answer.", (), "offline")
@@ -240,49 +237,7 @@ def test_safety_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 # --- advisor eval crisis ---------------------------------------------------------------
 
 
-class _Closes:
-    async def close(self) -> None:
-        return None
-
-
-class DetectorEngine:
-    """Stands in for the engine until it runs the crisis check itself."""
-
-    def __init__(self) -> None:
-        self.memory = _Closes()
-        self.conversations: list[str] = []
-
-    async def answer(self, message: IncomingMessage) -> AsyncIterator[ReplyEvent]:
-        self.conversations.append(str(message.conversation))
-        final = await detector_answer(message.text)
-        yield TextDelta(final.text)
-        yield final
-
-    async def forget(self, conversation: str) -> int:
-        return 1
-
-
-@pytest.fixture
-def engine_for_cli(monkeypatch: pytest.MonkeyPatch) -> DetectorEngine | None:
-    """The real engine when it is wired; the stand-in otherwise."""
-    if ENGINE_WIRED:
-        return None
-    stand_in = DetectorEngine()
-
-    async def build_retrieval(settings: Any) -> _Closes:
-        return _Closes()
-
-    async def build_engine(settings: Any, stack: Any = None) -> DetectorEngine:
-        return stand_in
-
-    monkeypatch.setattr("bot.wiring.build_retrieval", build_retrieval)
-    monkeypatch.setattr("bot.wiring.build_engine", build_engine)
-    return stand_in
-
-
-def test_eval_crisis_json(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], engine_for_cli: DetectorEngine | None
-) -> None:
+def test_eval_crisis_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     crisis, benign = tmp_path / "crisis.txt", tmp_path / "benign.txt"
     crisis.write_text("I want to kill myself.\n\nHow do I budget?\n")
     benign.write_text("This debt is killing me.\nI feel so sad and lonely lately.\n")
@@ -296,8 +251,6 @@ def test_eval_crisis_json(
         "alarmed": [],
     }
     assert code == 1  # a crisis message was missed
-    if engine_for_cli is not None:
-        assert len(set(engine_for_cli.conversations)) == 4  # a fresh conversation per message
     benign.write_text("I want to die.\n")
     crisis.write_text("kms\n")
     assert main(["eval", "crisis", "--crisis", str(crisis), "--benign", str(benign)]) == 1
@@ -312,9 +265,7 @@ def test_eval_crisis_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert f"{empty}: no messages" in capsys.readouterr().err
 
 
-# --- the engine, once wired ---------------------------------------------------------------
-
-wired = pytest.mark.skipif(not ENGINE_WIRED, reason="the engine does not run the crisis check yet")
+# --- the engine ---------------------------------------------------------------------------
 
 
 async def _ask(engine: Any, text: str, thread: str = "t1") -> tuple[list[ReplyEvent], Final]:
@@ -324,7 +275,6 @@ async def _ask(engine: Any, text: str, thread: str = "t1") -> tuple[list[ReplyEv
     return events, events[-1]
 
 
-@wired
 async def test_engine_answers_a_crisis_with_the_protocol_even_when_everything_is_down(
     tmp_path: Path, embedder: Any
 ) -> None:
@@ -332,9 +282,9 @@ async def test_engine_answers_a_crisis_with_the_protocol_even_when_everything_is
     from fakes.openai_server import FakeOpenAI
     from qdrant_client import AsyncQdrantClient
 
-    from bot.engine import Engine
-    from bot.memory import SqliteMemory
-    from bot.openai_model import OpenAIChatModel
+    from bot.engine.pipeline import Engine
+    from bot.state.memory_sqlite import SqliteMemory
+    from bot.llm.openai_model import OpenAIChatModel
     from retrieval.retriever import HybridRetriever
     from retrieval.sparse import Bm25Encoder
     from retrieval.store_qdrant import QdrantClientStore

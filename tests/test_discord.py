@@ -17,11 +17,11 @@ from fakes import discord_payloads as dp
 from fakes.discord_api import FakeDiscord
 from fakes.openai_server import FakeOpenAI
 
-from adapters.discord_bot import DiscordAdapter, intents
-from bot.admin import Admin
-from bot.engine import Engine
-from bot.memory import SqliteMemory
-from bot.openai_model import OpenAIChatModel
+from adapters.discord.gateway import DiscordAdapter, intents
+from bot.ops.admin import Admin
+from bot.engine.pipeline import Engine
+from bot.state.memory_sqlite import SqliteMemory
+from bot.llm.openai_model import OpenAIChatModel
 from config.settings import load_settings
 from retrieval.ingest import Ingestor
 

@@ -20,11 +20,11 @@ from fakes.discord_webhooks import FakeWebhooks
 from fakes.openai_server import FakeOpenAI
 from nacl.signing import SigningKey
 
-from adapters.discord_interactions import DiscordInteractions, is_admin
-from bot.admin import Admin
-from bot.engine import Engine
-from bot.memory import SqliteMemory
-from bot.openai_model import OpenAIChatModel
+from adapters.discord.interactions import DiscordInteractions, is_admin
+from bot.ops.admin import Admin
+from bot.engine.pipeline import Engine
+from bot.state.memory_sqlite import SqliteMemory
+from bot.llm.openai_model import OpenAIChatModel
 from config.settings import AdminSettings, load_settings
 from retrieval.ingest import Ingestor
 

@@ -14,10 +14,10 @@ import pytest
 from fakes.openai_server import FakeOpenAI
 from qdrant_client import AsyncQdrantClient
 
-from bot.engine import NOT_IN_KNOWLEDGE_BASE, Engine
-from bot.memory import SqliteMemory
+from bot.engine.pipeline import NOT_IN_KNOWLEDGE_BASE, Engine
+from bot.state.memory_sqlite import SqliteMemory
 from bot.models import Citations, Final, IncomingMessage, Notice, ReplyEvent, TextDelta
-from bot.openai_model import OpenAIChatModel
+from bot.llm.openai_model import OpenAIChatModel
 from config.settings import Settings, load_settings
 from retrieval.retriever import HybridRetriever
 from retrieval.sparse import Bm25Encoder

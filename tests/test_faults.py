@@ -26,15 +26,15 @@ from fakes.openai_server import FakeOpenAI
 from fakes.slack_api import FakeSlack
 from redis_server import ClientFactory, RedisServer
 
-from adapters.discord_bot import DiscordAdapter, intents
-from adapters.slack import PLACEHOLDER, SlackAdapter, build_client
-from bot.admin import Admin
-from bot.engine import MEMORY_DOWN, MODEL_TROUBLE, Engine
-from bot.memory import SqliteMemory
-from bot.metrics import REGISTRY
+from adapters.discord.gateway import DiscordAdapter, intents
+from adapters.slack.app import PLACEHOLDER, SlackAdapter, build_client
+from bot.ops.admin import Admin
+from bot.engine.pipeline import MEMORY_DOWN, MODEL_TROUBLE, Engine
+from bot.state.memory_sqlite import SqliteMemory
+from bot.ops.metrics import REGISTRY
 from bot.models import Final, IncomingMessage, Notice, ReplyEvent
-from bot.openai_model import OpenAIChatModel
-from bot.redis_client import ping
+from bot.llm.openai_model import OpenAIChatModel
+from bot.state.redis_client import ping
 from bot.safety.crisis import protocol_message
 from bot.wiring import SharedState, build_shared
 from config.settings import Settings, load_settings

@@ -15,7 +15,7 @@ from bot.finetune.errors import InputError
 from bot.finetune.judge import parse_judgement
 from bot.finetune.overlap import rouge_l_f1
 from bot.finetune.safety import BUILTIN_PROMPTS, is_refusal, read_prompts
-from bot.prompts import NO_CONTEXT_NOTE, system_prompt
+from bot.engine.prompts import NO_CONTEXT_NOTE, system_prompt
 from config.settings import load_settings
 
 DATA = Path(__file__).parent / "data" / "finetune"

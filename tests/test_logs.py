@@ -1,4 +1,4 @@
-"""bot.logs: JSON lines with the turn context and extras, text mode, and no secret in any output."""
+"""bot.ops.logs: JSON lines with the turn context and extras, text mode, and no secret in any output."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot import logs
+from bot.ops import logs
 
 CONFIGURED = "hunter2-configured-secret"
 SECRETS = {

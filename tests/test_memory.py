@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.memory import SqliteMemory, Turn
+from bot.state.memory_sqlite import SqliteMemory, Turn
 
 
 def words(text: str) -> int:

@@ -1,4 +1,4 @@
-"""bot.metrics: the helpers move the right series, labels stay bounded, the exposition parses."""
+"""bot.ops.metrics: the helpers move the right series, labels stay bounded, the exposition parses."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot import metrics
-from bot.metrics import REGISTRY
+from bot.ops import metrics
+from bot.ops.metrics import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,14 +109,14 @@ def test_render_parses_and_contains_the_counters() -> None:
 
 WORKER = """
 import sys
-from bot import metrics
+from bot.ops import metrics
 metrics.event_in("slack", "message")
 metrics.answer_out("slack", "model", 0.1, float(sys.argv[1]))
 with metrics.in_flight():
     pass
 """
 READER = """
-from bot import metrics
+from bot.ops import metrics
 body, _ = metrics.render()
 print(body.decode())
 """

@@ -12,10 +12,10 @@ import openai
 import pytest
 from fakes.openai_server import FakeOpenAI
 
-from bot.engine import Engine
-from bot.memory import SqliteMemory
+from bot.engine.pipeline import Engine
+from bot.state.memory_sqlite import SqliteMemory
 from bot.models import Final, IncomingMessage, Notice, ReplyEvent, TextDelta
-from bot.openai_model import OpenAIChatModel
+from bot.llm.openai_model import OpenAIChatModel
 from bot.safety.moderation import (
     REFUSAL,
     RETRACTION,

@@ -1,4 +1,4 @@
-"""adapters.ops_http and bot.readiness over real loopback servers; the Slack and Discord 429 counters."""
+"""adapters.ops_http and bot.ops.readiness over real loopback servers; the Slack and Discord 429 counters."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from adapters.ops_http import (
     start_ops_server,
     uninstall_platform_429_hooks,
 )
-from bot import metrics
-from bot.readiness import Check, check_all, model_check, redis_check, standard_checks, store_check
+from bot.ops import metrics
+from bot.ops.readiness import Check, check_all, model_check, redis_check, standard_checks, store_check
 from tests.fakes import discord_payloads as dp
 from tests.fakes.discord_api import FakeDiscord
 

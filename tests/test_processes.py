@@ -38,8 +38,8 @@ from process_helpers import (
 )
 from redis_server import RedisServer, free_port
 
-from bot.redis_client import close, connect
-from bot.redis_memory import RedisMemory
+from bot.state.redis_client import close, connect
+from bot.state.memory_redis import RedisMemory
 
 REDIS_PASSWORD = "redis-process-test-pw-81c3"
 

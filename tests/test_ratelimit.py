@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot.ratelimit import ConversationLocks, TokenBucket
+from bot.state.limits_local import ConversationLocks, TokenBucket
 
 
 class Clock:

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from redis_server import ClientFactory, RedisServer, free_port, holder_process
 
-from bot.redis_client import RedisUnavailable, close, connect
-from bot.redis_dedupe import RedisDeduper
-from bot.redis_lock import LockHeld, RedisReindexLock
+from bot.state.redis_client import RedisUnavailable, close, connect
+from bot.state.dedupe_redis import RedisDeduper
+from bot.state.locks_redis import LockHeld, RedisReindexLock
 
 pytest_plugins = ["conftest_redis"]  # the redis_server and redis_clients fixtures
 

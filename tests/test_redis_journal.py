@@ -6,7 +6,7 @@ import asyncio
 
 from redis_server import ClientFactory
 
-from bot.redis_journal import RedisWorkJournal
+from bot.state.journal_redis import RedisWorkJournal
 
 pytest_plugins = ["conftest_redis"]
 

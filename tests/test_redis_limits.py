@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from redis_server import ClientFactory, RedisServer, free_port, holder_process
 
-from bot.redis_client import RedisUnavailable, close, connect
-from bot.redis_limits import RedisConversationLocks, RedisTokenBucket
+from bot.state.redis_client import RedisUnavailable, close, connect
+from bot.state.limits_redis import RedisConversationLocks, RedisTokenBucket
 
 pytest_plugins = ["conftest_redis"]  # the redis_server and redis_clients fixtures
 

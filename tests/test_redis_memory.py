@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from redis_server import ClientFactory, RedisServer, free_port, running_redis
 
-from bot.memory import SqliteMemory, Turn
-from bot.redis_client import RedisUnavailable, close, connect, ping, redact_url
-from bot.redis_memory import RedisMemory
+from bot.state.memory_sqlite import SqliteMemory, Turn
+from bot.state.redis_client import RedisUnavailable, close, connect, ping, redact_url
+from bot.state.memory_redis import RedisMemory
 
 pytest_plugins = ["conftest_redis"]  # the redis_server and redis_clients fixtures
 

@@ -18,11 +18,11 @@ from fakes import slack_payloads as sp
 from fakes.openai_server import FakeOpenAI
 from fakes.slack_api import FakeSlack
 
-from adapters.slack import SlackAdapter, build_client
-from bot.admin import Admin
-from bot.engine import Engine
-from bot.memory import SqliteMemory
-from bot.openai_model import OpenAIChatModel
+from adapters.slack.app import SlackAdapter, build_client
+from bot.ops.admin import Admin
+from bot.engine.pipeline import Engine
+from bot.state.memory_sqlite import SqliteMemory
+from bot.llm.openai_model import OpenAIChatModel
 from config.settings import load_settings
 from retrieval.ingest import Ingestor
 

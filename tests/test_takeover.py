@@ -14,10 +14,10 @@ from fakes.discord_api import FakeDiscord
 from fakes.openai_server import FakeOpenAI
 from redis_server import RedisServer
 
-from adapters.discord_bot import DiscordAdapter, intents
-from bot.admin import Admin
-from bot.engine import Engine
-from bot.openai_model import OpenAIChatModel
+from adapters.discord.gateway import DiscordAdapter, intents
+from bot.ops.admin import Admin
+from bot.engine.pipeline import Engine
+from bot.llm.openai_model import OpenAIChatModel
 from bot.wiring import SharedState, build_shared
 from config.settings import load_settings
 

@@ -23,9 +23,9 @@ from bot.finetune.judge import CRITERIA, Judgement, judge_messages, parse_judgem
 from bot.finetune.overlap import rouge_l_f1
 from bot.finetune.safety import is_refusal
 from bot.finetune.validate import read_lines
-from bot.openai_model import OpenAIChatModel
+from bot.llm.openai_model import OpenAIChatModel
 from bot.ports import ModelError
-from bot.prompts import build_messages
+from bot.engine.prompts import build_messages
 
 LABELS = ("A", "B")
 JUDGE_MAX_TOKENS = 600

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.engine import NOT_IN_KNOWLEDGE_BASE
+from bot.engine.pipeline import NOT_IN_KNOWLEDGE_BASE
 from bot.models import Final, Hit, IncomingMessage
 
 OUTCOMES = ("answered", "declined", "clarified")

@@ -1,6 +1,6 @@
 """Rate limits and per-conversation turn-taking shared by every process, on Redis.
 
-Same behaviour as `bot.ratelimit`, but one bucket and one queue per key for all processes:
+Same behaviour as `bot.state.limits_local`, but one bucket and one queue per key for all processes:
 buckets run on the Redis server's clock (TIME), so processes on different machines agree.
 """
 
@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio
 
-from bot.redis_client import DEFAULT_PREFIX, RedisUnavailable, guard, guarded, raise_if_cancelled
+from bot.state.redis_client import DEFAULT_PREFIX, RedisUnavailable, guard, guarded, raise_if_cancelled
 
 log = logging.getLogger(__name__)
 

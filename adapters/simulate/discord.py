@@ -20,7 +20,7 @@ from typing import Any
 import discord
 from aiohttp import web
 
-from adapters.simulate_common import settle
+from adapters.simulate.common import settle
 
 Json = dict[str, Any]
 DEFAULT_BOT_ID = "100000000000000001"
@@ -169,7 +169,7 @@ def _lines(file: str, calls: list[Json]) -> list[Json]:
 
 
 async def simulate(paths: list[Path], engine: Any, admin: Any, settings: Any, bot_user_id: str | None) -> list[Json]:
-    from adapters.discord_bot import DiscordAdapter, intents
+    from adapters.discord.gateway import DiscordAdapter, intents
 
     dispatches = [read_input(path) for path in paths]  # all checked before anything runs
     output: list[Json] = []

@@ -20,12 +20,12 @@ from discord import app_commands
 
 from adapters.progress import ReindexProgress
 from adapters.render import SHOWN_NOTICES, split_message
-from bot import metrics
-from bot.admin import Admin, AdminError
-from bot.alerts import alert_channel, alert_text
-from bot.dedupe import Deduper
-from bot.inflight import InFlight
-from bot.logs import new_turn_id, turn_context
+from bot.ops import metrics
+from bot.ops.admin import Admin, AdminError
+from bot.ops.alerts import alert_channel, alert_text
+from bot.state import local_dedupe
+from bot.ops.inflight import InFlight
+from bot.ops.logs import new_turn_id, turn_context
 from bot.models import Citation, Final, IncomingMessage, Notice, TextDelta
 from config.settings import Settings
 
@@ -116,7 +116,7 @@ class DiscordAdapter:
         self.safety = settings.safety
         self.client = client or gateway_client(settings.discord.shard_count)
         self.tree = app_commands.CommandTree(self.client)
-        self.dedupe = dedupe or Deduper()  # shared (Redis) across processes and shards when given
+        self.dedupe = dedupe or local_dedupe()  # shared (Redis) across processes and shards when given
         self.inflight = InFlight()
         self.journal = journal  # answers in progress in Redis, finished elsewhere if this process dies
         self._working: set[str] = set()

@@ -13,14 +13,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bot.state.memory import ROLES, Turn, split_to_budget
 from bot.tokens import estimate_tokens
 
 T = TypeVar("T")
-ROLES = frozenset({"user", "assistant", "summary"})
 
 # AUTOINCREMENT: ids are never reused, so a feedback button on an old message cannot
 # land on a newer turn after the old one was forgotten.
@@ -42,18 +41,6 @@ COLUMNS = "id, conversation, role, content, created_at, tokens, meta, feedback"
 IN_ORDER = "ORDER BY role != 'summary', created_at, id"
 
 
-@dataclass(frozen=True)
-class Turn:
-    id: int
-    conversation: str
-    role: str
-    content: str
-    created_at: float
-    tokens: int
-    meta: dict[str, Any]
-    feedback: int | None
-
-
 def _turn(row: tuple[Any, ...]) -> Turn:
     id_, conversation, role, content, created_at, tokens, meta, feedback = row
     return Turn(id_, conversation, role, content, created_at, tokens, json.loads(meta), feedback)
@@ -61,18 +48,6 @@ def _turn(row: tuple[Any, ...]) -> Turn:
 
 def _placeholders(items: list[Any]) -> str:
     return ",".join("?" * len(items))
-
-
-def split_to_budget(turns: list[Turn], budget_tokens: int) -> tuple[list[Turn], list[Turn]]:
-    """(kept, overflow): the newest turns within the budget (the newest even alone over it), and the rest."""
-    start = len(turns)
-    used = 0
-    for index in range(len(turns) - 1, -1, -1):
-        used += turns[index].tokens
-        if used > budget_tokens and index < len(turns) - 1:
-            break
-        start = index
-    return turns[start:], turns[:start]
 
 
 class SqliteMemory:

@@ -15,13 +15,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
-from bot import metrics, prompts
-from bot.logs import current_context, new_turn_id
-from bot.memory import SqliteMemory, Turn
+from bot.ops import metrics
+
+from bot.engine import prompts
+from bot.ops.logs import current_context, new_turn_id
+from bot.state.memory_sqlite import SqliteMemory, Turn
 from bot.models import Citations, Exemplar, Final, Hit, IncomingMessage, Notice, ReplyEvent, TextDelta, Usage
 from bot.ports import ChatModel, ExemplarSource, ModelError, Retriever, StateUnavailable
-from bot.pricing import cost_usd
-from bot.ratelimit import ConversationLocks, TokenBucket
+from bot.llm.pricing import cost_usd
+from bot.state.limits_local import ConversationLocks, TokenBucket
 from bot.safety.crisis import detect, protocol_message
 from bot.safety.moderation import CARE_INSTRUCTION, REFUSAL, RETRACTED_NOTICE, RETRACTION, Moderator, Stage, Verdict
 from bot.safety.resources import load_resources

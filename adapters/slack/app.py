@@ -28,13 +28,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.ops_http import CountingRateLimitHandler
 from adapters.progress import ReindexProgress
 from adapters.render import SHOWN_NOTICES
-from adapters.slack_format import FEEDBACK_DOWN, FEEDBACK_UP, answer_messages, preview, sources_text
-from bot import metrics
-from bot.admin import Admin, AdminError
-from bot.alerts import alert_channel, alert_text
-from bot.dedupe import Deduper
-from bot.inflight import InFlight
-from bot.logs import new_turn_id, turn_context
+from adapters.slack.format import FEEDBACK_DOWN, FEEDBACK_UP, answer_messages, preview, sources_text
+from bot.ops import metrics
+from bot.ops.admin import Admin, AdminError
+from bot.ops.alerts import alert_channel, alert_text
+from bot.state import local_dedupe
+from bot.ops.inflight import InFlight
+from bot.ops.logs import new_turn_id, turn_context
 from bot.models import Final, IncomingMessage, Notice, TextDelta
 from bot.ports import StateUnavailable
 from config.settings import Settings
@@ -136,7 +136,7 @@ class SlackAdapter:
     ) -> None:
         """`dedupe`: shared (Redis) de-duplication, else in-process. `gate`: raises `StateUnavailable`
         when shared state is down, so deliveries are refused (503, Slack retries) rather than lost.
-        `journal`: answers in progress in Redis (bot.redis_journal), taken over by `recover()`
+        `journal`: answers in progress in Redis (bot.state.journal_redis), taken over by `recover()`
         elsewhere if this process dies mid-answer."""
         slack = settings.slack
         token = slack.bot_token.get_secret_value() if slack.bot_token else ""
@@ -144,7 +144,7 @@ class SlackAdapter:
         self.admin = admin
         self.settings = settings
         self.client = client or build_client(token, slack.api_url)
-        self.dedupe = dedupe or Deduper()
+        self.dedupe = dedupe or local_dedupe()
         self.gate = gate
         self._secret = slack.signing_secret.get_secret_value().encode() if slack.signing_secret else b""
         self.journal = journal

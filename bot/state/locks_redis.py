@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio
 
-from bot.redis_client import DEFAULT_PREFIX, RedisUnavailable, guard, guarded, raise_if_cancelled
+from bot.state.redis_client import DEFAULT_PREFIX, RedisUnavailable, guard, guarded, raise_if_cancelled
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import SecretStr
 from slack_sdk.signature import SignatureVerifier
 
-from adapters.simulate_common import settle
+from adapters.simulate.common import settle
 
 Json = dict[str, Any]
 
@@ -155,7 +155,7 @@ def _lines(file: str, calls: list[Json]) -> Iterator[Json]:
 
 async def simulate(paths: list[Path], engine: Any, admin: Any, settings: Any, bot_user_id: str | None) -> list[Json]:
     """Run every file through one adapter; the JSON lines to print, in order."""
-    from adapters.slack import SlackAdapter, build_client
+    from adapters.slack.app import SlackAdapter, build_client
 
     payloads = [read_input(path) for path in paths]  # all checked before any runs
     bot = bot_user_id or next((p.bot_user_id for p in payloads if p.bot_user_id), None) or "USIMBOT"

@@ -173,7 +173,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """Like the CLI's format, with the turn context in brackets: `... INFO bot.engine [turn=ab12 ...]: message`."""
+    """Like the CLI's format, with the turn context in brackets: `... INFO bot.engine.pipeline [turn=ab12 ...]: message`."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s%(_advisor_context)s: %(message)s")

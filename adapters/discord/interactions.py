@@ -34,11 +34,11 @@ from aiohttp import web
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from adapters.discord_bot import EDIT_INTERVAL, FEEDBACK_PREFIX, MESSAGE_LIMIT, SORRY, answer_parts
+from adapters.discord.gateway import EDIT_INTERVAL, FEEDBACK_PREFIX, MESSAGE_LIMIT, SORRY, answer_parts
 from adapters.progress import ReindexProgress
 from adapters.render import SHOWN_NOTICES, split_message
-from bot import metrics
-from bot.admin import Admin, AdminError, advisor_version
+from bot.ops import metrics
+from bot.ops.admin import Admin, AdminError, advisor_version
 from bot.models import Final, IncomingMessage, Notice, TextDelta
 from config.settings import AdminSettings, Settings
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import redis.asyncio
 
-from bot.memory import ROLES, Turn, split_to_budget
-from bot.redis_client import DEFAULT_PREFIX, close, guarded, text
+from bot.state.memory import ROLES, Turn, split_to_budget
+from bot.state.redis_client import DEFAULT_PREFIX, close, guarded, text
 from bot.tokens import estimate_tokens
 
 PURGE_BATCH = 500
@@ -160,7 +160,7 @@ def _in_order(turns: list[Turn]) -> list[Turn]:
 
 
 class RedisMemory:
-    """Drop-in for `SqliteMemory`. Connection failures raise `bot.redis_client.RedisUnavailable`.
+    """Drop-in for `SqliteMemory`. Connection failures raise `bot.state.redis_client.RedisUnavailable`.
 
     The client belongs to the caller (other Redis classes may share it): `close()` closes it
     only when `owns_client=True`.

@@ -2,7 +2,7 @@
 
 A delivery `claim`s its key before work starts; a finished one is remembered for `ttl`
 seconds (longer than any platform's retry schedule), a failed one is `release`d so the
-next retry is answered. In-process; `bot.redis_dedupe.RedisDeduper` is the shared version
+next retry is answered. In-process; `bot.state.dedupe_redis.RedisDeduper` is the shared version
 with the same (async) methods.
 """
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.logs import redact
+from bot.ops.logs import redact
 
 Check = Callable[[], Awaitable[None]]
 OPENAI_URL = "https://api.openai.com/v1"

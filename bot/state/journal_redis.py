@@ -20,7 +20,7 @@ from typing import Any
 import redis.asyncio
 
 from bot.ports import StateUnavailable
-from bot.redis_client import DEFAULT_PREFIX, guarded
+from bot.state.redis_client import DEFAULT_PREFIX, guarded
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis.asyncio
 
-from bot.dedupe import DEFAULT_TTL
-from bot.redis_client import DEFAULT_PREFIX, guarded
+from bot.state.dedupe_local import DEFAULT_TTL
+from bot.state.redis_client import DEFAULT_PREFIX, guarded
 
 
 class RedisDeduper:
