@@ -1,0 +1,76 @@
+"""Step `compose`: the prompt (persona, history, numbered passages, voice examples, a care
+instruction when moderation asked for one) and, with the tone pass on, a first grounded draft
+whose voice the streamed call then rewrites. Nothing to compose without a model."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from bot.engine import prompts
+from bot.engine.answer import Answer
+from bot.engine.replies import NOT_IN_KNOWLEDGE_BASE, model_failed
+from bot.models import Exemplar, ReplyEvent, TextDelta
+from bot.ports import ModelError
+from bot.safety.moderation import CARE_INSTRUCTION
+
+if TYPE_CHECKING:
+    from bot.engine.pipeline import Engine
+
+log = logging.getLogger(__name__)
+
+
+async def voice_examples(engine: Engine, text: str) -> list[Exemplar]:
+    """The exemplar pairs most like the question; none when disabled or unavailable."""
+    k = engine.settings.retrieval.exemplars_k
+    if engine.exemplars is None or k <= 0:
+        return []
+    try:
+        return await engine.exemplars.similar(text, k)
+    except Exception:  # examples of voice are a nicety: never a reason to fail an answer
+        log.warning("exemplar search failed; answering without voice examples", exc_info=True)
+        return []
+
+
+def with_care(messages: list[dict[str, str]], categories: tuple[str, ...]) -> list[dict[str, str]]:
+    """The prompt with a care instruction added to the system message when moderation asked for care."""
+    if not categories:
+        return messages
+    note = CARE_INSTRUCTION.format(categories=", ".join(categories))
+    if messages and messages[0].get("role") == "system":
+        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{note}"}, *messages[1:]]
+    return [{"role": "system", "content": note}, *messages]
+
+
+def answer_prompt(engine: Engine, answer: Answer) -> list[dict[str, str]]:
+    """The messages that ask for the answer, from what the earlier steps found."""
+    persona = engine.settings.core.persona
+    messages = prompts.build_messages(persona, answer.history, answer.hits, answer.text, answer.examples)
+    return with_care(messages, answer.care)
+
+
+async def compose(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
+    if engine.model is None:
+        return
+    if not answer.hits:
+        answer.parts.append(NOT_IN_KNOWLEDGE_BASE)
+        yield TextDelta(NOT_IN_KNOWLEDGE_BASE)
+    answer.examples = await voice_examples(engine, answer.text)
+    answer.messages = answer_prompt(engine, answer)
+    if not engine.settings.core.tone_pass:
+        return
+    started = time.perf_counter()
+    try:  # call one drafts the grounded answer; call two (step `speak`) rewrites its voice
+        answer.draft, spent = await engine.model.complete(answer.messages)
+        answer.usage.append(spent)
+        answer.messages = prompts.tone_messages(engine.settings.core.persona, answer.draft, answer.examples)
+    except ModelError as exc:
+        answer.draft_ms = (time.perf_counter() - started) * 1000
+        log.info("tone pass: the draft call added %.0f ms before the first token", answer.draft_ms)
+        async for event in model_failed(answer, exc):
+            yield event
+        return
+    answer.draft_ms = (time.perf_counter() - started) * 1000
+    log.info("tone pass: the draft call added %.0f ms before the first token", answer.draft_ms)

@@ -1,0 +1,65 @@
+"""Step `remember`: the answer's citations, its turn in memory (with mode, query, sources,
+usage and cost), and the turn's Final event."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from bot.engine import prompts
+from bot.engine.answer import Answer
+from bot.llm.pricing import cost_usd
+from bot.models import Citations, Final, Notice, ReplyEvent
+
+if TYPE_CHECKING:
+    from bot.engine.pipeline import Engine
+
+
+def final_text(answer: Answer) -> tuple[str, bool]:
+    """The streamed answer, or the tone pass's draft (True) when the rewrite lost one of its citations."""
+    text = "".join(answer.parts)
+    draft = answer.draft
+    if draft is None or prompts.citation_numbers(draft) <= prompts.citation_numbers(text):
+        return text, False
+    return ("".join(answer.parts[:1]) + draft if not answer.hits else draft), True
+
+
+async def remember(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
+    answer.done = True
+    if engine.model is None:
+        async for event in remember_offline(engine, answer):
+            yield event
+        return
+    text, fell_back = final_text(answer)
+    if fell_back:
+        notice = Notice("tone_fallback", "The polished answer lost a citation, so the draft is shown instead.")
+        answer.notices.append(notice)
+        yield notice
+    citations = prompts.cited(text, answer.hits)
+    if citations:
+        yield Citations(citations)
+    total = answer.total_usage
+    cost = cost_usd(engine.model.name, total, engine.settings)
+    meta: dict[str, Any] = {
+        "mode": "model",
+        "query": answer.query,
+        "sources": [asdict(c) for c in citations],
+        "usage": {"prompt_tokens": total.prompt_tokens, "completion_tokens": total.completion_tokens},
+        "cost_usd": cost,
+    }
+    if answer.draft is not None:
+        meta["tone_pass_draft_ms"] = round(answer.draft_ms, 1)
+    turn = await engine.memory.add(answer.key, "assistant", text, meta)
+    yield Final(text, citations, "model", total, cost, tuple(answer.notices), turn.id)
+
+
+async def remember_offline(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
+    """An offline answer cites every passage it quoted."""
+    text = "".join(answer.parts)
+    citations = tuple(prompts.citation(n, hit) for n, hit in enumerate(answer.hits, start=1))
+    if citations:
+        yield Citations(citations)
+    meta = {"mode": "offline", "query": answer.query, "sources": [asdict(c) for c in citations]}
+    turn = await engine.memory.add(answer.key, "assistant", text, meta)
+    yield Final(text, citations, "offline", answer.total_usage, None, tuple(answer.notices), turn.id)
