@@ -24,12 +24,12 @@ class RetrievalStack:
 
 async def build_retrieval(settings: Settings) -> RetrievalStack:
     """The embedder, BM25 encoder, store and retriever the settings ask for."""
-    from retrieval.embedders import build_embedder
+    from retrieval.embedders import QueryCache, build_embedder
     from retrieval.retriever import HybridRetriever
     from retrieval.sparse import Bm25Encoder
     from retrieval.store import open_store
 
-    embedder = build_embedder(settings)
+    embedder = QueryCache(build_embedder(settings))  # the safety detector and retrieval share each message's vector
     if not embedder.dim:  # an OpenAI-compatible model of unknown size: ask it once
         await embedder.embed_query("dimension probe")
     sparse = Bm25Encoder(avg_len=settings.retrieval.bm25_avg_len)
@@ -120,7 +120,18 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None, 
         moderator=build_moderator(settings, moderation_client),
         exemplars=await open_exemplars(settings, stack) if settings.retrieval.exemplars_k else None,
         shared=shared,
+        detector=build_detector(settings, stack) if settings.safety.semantic else None,
     )
+
+
+def build_detector(settings: Settings, stack: RetrievalStack) -> Any:
+    """The learned safety detector on the knowledge base's embedder when the head was trained on its
+    vectors; on its own local MiniLM otherwise (then a message is embedded twice)."""
+    from bot.safety.semantic import COMPATIBLE_EMBEDDERS, SemanticDetector
+    from retrieval.embedders import OnnxMiniLMEmbedder, QueryCache
+
+    embedder = stack.embedder if stack.embedder.name in COMPATIBLE_EMBEDDERS else QueryCache(OnnxMiniLMEmbedder())
+    return SemanticDetector(embedder)
 
 
 async def open_exemplars(settings: Settings, stack: RetrievalStack) -> Any:

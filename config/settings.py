@@ -321,6 +321,10 @@ class SafetySettings(_Group):
         description="category=action,... with actions normal, care, refuse, alert or crisis; category* covers subcategories",
     )
     log_text: bool = Field(False, description="include the flagged text in moderation logs")
+    semantic: bool = Field(
+        True, description="the learned detector (crisis, concern, offline harm gate) beside the rules"
+    )
+    alert_on_concern: bool = Field(False, description="alert admins on 'concern' turns too, not only crisis ones")
     output_check_chars: int = Field(400, ge=50, le=10000, description="check a streamed answer every this many characters")
 
     @field_validator("actions")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -117,6 +118,52 @@ class TorchMiniLMEmbedder(_LocalEmbedder):
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         return np.asarray(self._model.encode(texts, batch_size=len(texts), normalize_embeddings=True))
+
+
+class QueryCache:
+    """An embedder whose query vectors are remembered (least recently used first out), so the
+    safety detector and retrieval embed one message once. Concurrent asks for the same text share
+    one call; a failed call is not remembered."""
+
+    def __init__(self, inner: Any, size: int = 2048) -> None:
+        self.inner = inner
+        self.size = size
+        self._vectors: OrderedDict[str, asyncio.Future[list[float]]] = OrderedDict()
+        self.calls = 0  # embeddings actually computed, for tests and benchmarks
+
+    @property
+    def name(self) -> str:
+        return str(self.inner.name)
+
+    @property
+    def dim(self) -> int:
+        return int(self.inner.dim)
+
+    async def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        return await self.inner.embed_documents(texts)
+
+    async def embed_query(self, text: str) -> list[float]:
+        found = self._vectors.get(text)
+        if found is not None:
+            self._vectors.move_to_end(text)
+            return await asyncio.shield(found)
+        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
+        self._vectors[text] = future
+        while len(self._vectors) > self.size:
+            self._vectors.popitem(last=False)
+        try:
+            self.calls += 1
+            vector = await self.inner.embed_query(text)
+        except BaseException as exc:
+            self._vectors.pop(text, None)
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        future.set_result(vector)
+        return vector
+
+    def __getattr__(self, name: str) -> Any:  # encode(), batch_size, ... of the wrapped model
+        return getattr(self.inner, name)
 
 
 KNOWN_OPENAI_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from bot.models import Exemplar, Hit, IncomingMessage, Notice, ReplyEvent, Usage
 from bot.safety.moderation import Verdict
+from bot.safety.semantic import SemanticReading
 
 if TYPE_CHECKING:
     from bot.engine.pipeline import Engine
@@ -23,7 +24,9 @@ class Answer:
     text: str  # the message, stripped
     trace: str  # the turn id that links its log records
     earlier: list[str] = field(default_factory=list)  # the conversation's earlier user messages
+    reading: SemanticReading | None = None  # the learned detector's (step sense)
     verdict: Verdict | None = None  # input moderation
+    concern: bool = False  # a concern turn: answered with a gentle check-in and the care note
     history: list[tuple[str, str]] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
     usage: list[Usage] = field(default_factory=list)

@@ -13,11 +13,12 @@ if TYPE_CHECKING:
     from bot.engine.pipeline import Engine
 
 
-async def moderate(engine: Engine, key: str, text: str, stage: Stage) -> Verdict | None:
-    """The moderation verdict for `text`, or None when moderation is off."""
+async def moderate(engine: Engine, key: str, text: str, stage: Stage, hints: tuple[str, ...] = ()) -> Verdict | None:
+    """The moderation verdict for `text`, or None when moderation is off. `hints`: harm categories
+    the learned detector read, used where the offline classifier decides."""
     if engine.moderator is None:
         return None
-    verdict = await engine.moderator.check(text, stage, key)
+    verdict = await engine.moderator.check(text, stage, key, hints)
     if verdict is not None and verdict.categories:
         metrics.moderation_flag(stage, verdict.action)
     return verdict

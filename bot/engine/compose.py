@@ -14,6 +14,7 @@ from bot.engine.answer import Answer
 from bot.engine.replies import NOT_IN_KNOWLEDGE_BASE, model_failed
 from bot.models import Exemplar, ReplyEvent, TextDelta
 from bot.ports import ModelError
+from bot.safety.crisis import CONCERN_INSTRUCTION
 from bot.safety.moderation import CARE_INSTRUCTION
 
 if TYPE_CHECKING:
@@ -34,11 +35,15 @@ async def voice_examples(engine: Engine, text: str) -> list[Exemplar]:
         return []
 
 
-def with_care(messages: list[dict[str, str]], categories: tuple[str, ...]) -> list[dict[str, str]]:
-    """The prompt with a care instruction added to the system message when moderation asked for care."""
-    if not categories:
+def with_care(messages: list[dict[str, str]], categories: tuple[str, ...], concern: bool = False) -> list[dict[str, str]]:
+    """The prompt with a care instruction added to the system message when moderation asked for care,
+    and a gentle check-in on a concern turn."""
+    notes = [CARE_INSTRUCTION.format(categories=", ".join(categories))] if categories else []
+    if concern:
+        notes.append(CONCERN_INSTRUCTION)
+    if not notes:
         return messages
-    note = CARE_INSTRUCTION.format(categories=", ".join(categories))
+    note = "\n\n".join(notes)
     if messages and messages[0].get("role") == "system":
         return [{**messages[0], "content": f"{messages[0]['content']}\n\n{note}"}, *messages[1:]]
     return [{"role": "system", "content": note}, *messages]
@@ -48,7 +53,7 @@ def answer_prompt(engine: Engine, answer: Answer) -> list[dict[str, str]]:
     """The messages that ask for the answer, from what the earlier steps found."""
     persona = engine.settings.core.persona
     messages = prompts.build_messages(persona, answer.history, answer.hits, answer.text, answer.examples)
-    return with_care(messages, answer.care)
+    return with_care(messages, answer.care, answer.concern)
 
 
 async def compose(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:

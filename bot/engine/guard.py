@@ -11,7 +11,7 @@ from bot.engine import replies
 from bot.engine.answer import Answer
 from bot.engine.checks import alerts, moderate
 from bot.models import Final, ReplyEvent, TextDelta
-from bot.safety.crisis import detect
+from bot.safety.semantic import combined_signal
 from bot.safety.moderation import REFUSAL
 
 if TYPE_CHECKING:
@@ -40,12 +40,14 @@ async def guard(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
         await engine.memory.drop(answer.key, turns[-1:])
         turns = turns[:-1]
     answer.earlier = [turn.content for turn in turns if turn.role == "user"]
-    signal = detect(answer.text, answer.earlier)
+    signal = combined_signal(answer.text, answer.earlier, answer.reading)
     if signal.level == "crisis":
         async for event in replies.crisis(engine, answer, signal.reasons):
             yield event
         return
-    verdict = answer.verdict = await moderate(engine, answer.key, answer.text, "input")
+    answer.concern = signal.level == "concern"
+    hints = answer.reading.harm if answer.reading is not None else ()
+    verdict = answer.verdict = await moderate(engine, answer.key, answer.text, "input", hints)
     if verdict is not None and verdict.action == "crisis":
         async for event in replies.crisis(engine, answer, tuple(f"moderation:{c}" for c in verdict.categories)):
             yield event

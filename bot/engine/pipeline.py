@@ -24,6 +24,7 @@ from bot.ops.logs import current_context, new_turn_id
 from bot.ports import ChatModel, ExemplarSource, Retriever
 from bot.safety.moderation import Moderator
 from bot.safety.resources import load_resources
+from bot.safety.semantic import SemanticDetector
 from bot.state import Memory, StateUnavailable, Turn, local_limits, taken
 from bot.tokens import estimate_tokens
 from config.settings import Settings
@@ -46,6 +47,7 @@ class Engine:
         exemplars: ExemplarSource | None = None,
         shared: Any = None,
         steps: tuple[Step, ...] = STEPS,
+        detector: SemanticDetector | None = None,
     ) -> None:
         self.settings = settings
         self.retriever = retriever
@@ -70,6 +72,7 @@ class Engine:
             moderator = Moderator(None, actions=safety.action_map, log_text=safety.log_text)
         self.moderator = moderator
         self.exemplars = exemplars
+        self.detector = detector  # the learned safety detector (step sense); the rules alone without it
 
     @property
     def mode(self) -> str:

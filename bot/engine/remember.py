@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from bot.engine import prompts
 from bot.engine.answer import Answer
 from bot.llm.pricing import cost_usd
-from bot.models import Citations, Final, Notice, ReplyEvent
+from bot.models import Citations, Final, Notice, ReplyEvent, TextDelta
+from bot.safety.crisis import care_note
 
 if TYPE_CHECKING:
     from bot.engine.pipeline import Engine
@@ -25,6 +26,17 @@ def final_text(answer: Answer) -> tuple[str, bool]:
     return ("".join(answer.parts[:1]) + draft if not answer.hits else draft), True
 
 
+def with_care_note(engine: Engine, answer: Answer, text: str) -> tuple[str, list[ReplyEvent]]:
+    """A concern turn's answer ends with the care note (where support is); admins are alerted
+    too when `ADVISOR_SAFETY_ALERT_ON_CONCERN` is on."""
+    if not answer.concern:
+        return text, []
+    if engine.settings.safety.alert_on_concern:
+        answer.notices.append(Notice("alert", "a concern turn was answered with the care note"))
+    note = "\n\n" + care_note(engine.settings.safety.crisis_locale, engine.crisis_resources)
+    return text + note, [TextDelta(note)]
+
+
 async def remember(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
     answer.done = True
     if engine.model is None:
@@ -37,6 +49,9 @@ async def remember(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
         answer.notices.append(notice)
         yield notice
     citations = prompts.cited(text, answer.hits)
+    text, care = with_care_note(engine, answer, text)
+    for event in care:
+        yield event
     if citations:
         yield Citations(citations)
     total = answer.total_usage
@@ -56,7 +71,9 @@ async def remember(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
 
 async def remember_offline(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
     """An offline answer cites every passage it quoted."""
-    text = "".join(answer.parts)
+    text, care = with_care_note(engine, answer, "".join(answer.parts))
+    for event in care:
+        yield event
     citations = tuple(prompts.citation(n, hit) for n, hit in enumerate(answer.hits, start=1))
     if citations:
         yield Citations(citations)

@@ -9,6 +9,7 @@ from bot.engine.guard import guard
 from bot.engine.recall import recall
 from bot.engine.remember import remember
 from bot.engine.search import search
+from bot.engine.sense import sense
 from bot.engine.speak import speak
 
-STEPS: tuple[Step, ...] = (guard, recall, search, compose, speak, remember)
+STEPS: tuple[Step, ...] = (sense, guard, recall, search, compose, speak, remember)

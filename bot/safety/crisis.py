@@ -432,6 +432,36 @@ RULES: tuple[_Rule, ...] = (
         r"(?:bridge|building|roof|cliff|balcony|overpass|train|car|bus|truck|tracks)\b",
         r"\b(?:jump|step|walk|throw myself|lie down) in front of (?:a|the) (?:train|car|bus|truck|subway)\b",
     ),
+    _rule(  # method questions are a crisis whoever they are for ("asking for a friend", "can you tell me")
+        "method_seeking", "strong", "none",
+        r"\bhow (?:deep|hard|long|far|often|much)\b(?: \w+){0,4} (?:cut|slit|burn|stab|hit|hurt|harm|scratch|starve)"
+        r"(?: \w+){0,2} (?:myself|yourself|oneself|me|my (?:wrists?|arms?|legs?|skin|thighs?))\b",
+        r"\bhow deep (?:\w+ ){0,3}(?:cut|slit)\b(?! (?:the|a|an|this|that|my|your|his|her|their|our) (?!wrists?\b))",
+        r"\bhow (?:can|do|should|could|would) i (?:burn|cut|hurt|harm|hit|scratch|starve|injure|poison) myself\b",
+        r"\b(?:ways?|methods?|tips|ideas) (?:to|of|for) (?:self harm|self injur\w*|hurt(?:ing)? (?:myself|yourself)|"
+        r"cut(?:ting)? (?:myself|yourself)|burn(?:ing)? (?:myself|yourself))\b",
+        r"\bhide (?:my |the |these |her |his )?(?:self harm|cuts|scars|burns|wounds)\b",
+        r"\bhow long (?:can|could|would|does|do|will) (?:you|i|a person|someone|somebody|it take|one)\b(?: \w+){0,4} "
+        r"without (?:eating|food|water|drinking)\b",
+        r"\bwithout (?:eating|food|water|drinking) (?:until|till|before|to) (?:i|you|a person|someone|they|he|she) "
+        r"(?:die|dies|am dead|is dead|starve)\b",
+        r"\bhow long (?:does it take |would it take |will it take )?(?:to|until|till|before) (?:i |you |someone |a person )?"
+        r"(?:starve|bleed out|die from|die of|die without|die)\b(?! ?(?:of )?old age\b)",
+        r"\bif i (?:drink|swallow|eat|inhale|take|mix) (?:\w+ ){1,4}(?:will|would|could|can) (?:i|it) (?:die|kill me)\b",
+        r"\b(?:what|which) (?:dose|amount|combination|mix|mixture)\b(?: \w+){0,5} (?:kill|killed|lethal|fatal|deadly)\b",
+        r"\b(?:carbon monoxide|exhaust fumes|helium|charcoal|hanging|a noose)\b(?: \w+){0,6} "
+        r"(?:kill (?:myself|yourself|me)|suicide|painful|take to die)\b",
+    ),
+    _rule(  # other languages (accents are folded away by `normalise`): first-person forms only
+        "direct_intent", "strong", "none",
+        r"\b(?:quiero|deseo) (?:morir|morirme|suicidarme|matarme)\b|\bno quiero (?:vivir|seguir viviendo)\b",
+        r"\bje (?:veux|voudrais) (?:mourir|me suicider|me tuer|en finir)\b|\bje (?:ne )?veux plus vivre\b|"
+        r"\bje pense (?:au suicide|a me suicider|a me tuer|a mourir)\b",
+        r"\b(?:ich )?will nicht mehr leben\b|\bich will sterben\b|\bmich (?:umbringen|toten|umzubringen)\b",
+        r"\bquero (?:morrer|me matar|suicidar)\b|\bnao quero (?:mais )?viver\b",
+        r"\bvoglio (?:morire|uccidermi|suicidarmi|farla finita)\b|\bnon voglio piu vivere\b",
+        r"\bik wil (?:dood|niet meer leven|zelfmoord plegen|sterven)\b",
+    ),
     _rule(
         "plan", "strong", "any",
         r"\b(?:have|got|made|make|making) a (?:plan|date) (?:to|for) (?:kill|end|die|do it|take my|suicide|overdose)\b",
@@ -631,12 +661,15 @@ class _Findings:
         return sum(weight for _, weight in self.weights) + (0.5 if self.mood else 0.0)
 
 
-def _downgrade(text: str, start: int, end: int, subject: Subject) -> str | None:
-    """Why a match does not describe the writer now (negated, reported, someone else, long ago), or None."""
+def _downgrade(text: str, start: int, end: int, subject: Subject, reason: str = "") -> str | None:
+    """Why a match does not describe the writer now (negated, reported, someone else, long ago), or None.
+    A method question is only downgraded when negated: "can you tell me how many pills..." asks it."""
     sentence_start, sentence = _sentence(text, start, end)
     clause = _CLAUSE_BREAK.split(text[sentence_start:start])[-1]
     if _NEGATED.search(clause):
         return "negated"
+    if reason == "method_seeking":
+        return None
     if _REPORTED.search(clause) and not _INNER_VOICE.search(clause):
         return "reported"
     if subject in ("any", "first"):
@@ -671,7 +704,7 @@ def _analyse(text: str) -> _Findings:
                 about_others = rule.reason == "topic" and people and people[-1] not in _FIRST
                 concerns.append("third_party" if about_others else rule.reason)
                 break
-            why = _downgrade(norm, match.start(), match.end(), rule.subject)
+            why = _downgrade(norm, match.start(), match.end(), rule.subject, rule.reason)
             if why is not None:
                 concerns.append(why)
                 continue
@@ -683,6 +716,14 @@ def _analyse(text: str) -> _Findings:
     if mood:
         concerns.append("low_mood")
     return _Findings(tuple(strong), tuple(weights.items()), mood, tuple(concerns))
+
+
+DOWNGRADES = frozenset({"negated", "reported", "third_party", "fiction", "past", "topic"})
+
+
+def has_idiom(text: str) -> bool:
+    """Whether the message holds one of the idioms the rules blank ("this job is killing me")."""
+    return bool(_IDIOMS.search(normalise(text)))
 
 
 def _unique(items: Sequence[str]) -> tuple[str, ...]:
@@ -737,6 +778,14 @@ def protocol_message(locale: str = "default", resources: Resources | None = None
         "If you can, reach out to someone you trust too: a friend, a family member or a doctor. "
         "I'm an automated assistant, not a counsellor, but I'm still here if you want to keep talking."
     )
+
+
+CONCERN_INSTRUCTION = (
+    "Care note: the user may be going through something hard, or worried about someone who is. Answer their "
+    "question, and check in gently and briefly: acknowledge how they feel, ask how they are doing, and mention "
+    "that support lines are open at any hour (the app adds their details under your answer). Do not diagnose, "
+    "do not lecture, and never describe means or methods of self-harm."
+)
 
 
 def care_note(locale: str = "default", resources: Resources | None = None) -> str:

@@ -1,0 +1,146 @@
+"""The learned safety detector: a linear head over the message's sentence embedding.
+
+The head (bot/safety/data/semantic_head.npz) is a multinomial logistic regression fitted on
+a labelled bank of messages written for this project (bot/safety/data/bank/, rebuilt by
+tools/build_safety_head.py) over all-MiniLM-L6-v2 embeddings. It reads a message as a
+whole, so it catches phrasings the rules have no pattern for (slang, typos, non-native
+English, method questions in any wording); the rules still run first and alone decide when
+the head cannot (another embedding model, a failure). One label per message:
+
+* ``crisis``: suicidal intent, self-harm, or a method question, whoever it is for;
+* ``concern``: low mood, someone else at risk, the topic itself;
+* harm categories (``violence``, ``illicit``, ``illicit/violent``, ``sexual``,
+  ``sexual/minors``, ``harassment``, ``hate``): the offline harm gate's input;
+* ``none``.
+
+The embedding is the one retrieval uses for the same text (the embedder caches it), so the
+detector costs a matrix product per message, not a second embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from bot.ports import Embedder
+from bot.safety.crisis import DOWNGRADES, CrisisSignal, detect, has_idiom
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path(str(resources.files("bot.safety") / "data"))
+BANK_DIR = DATA_DIR / "bank"
+HEAD_PATH = DATA_DIR / "semantic_head.npz"
+LABELS = (
+    "none", "concern", "crisis", "violence", "illicit", "illicit/violent", "sexual", "sexual/minors", "harassment", "hate",
+)
+HARM_LABELS = LABELS[3:]
+# embedders whose vectors the head was trained on (the torch build gives cosine 0.9996 to the ONNX one)
+COMPATIBLE_EMBEDDERS = frozenset({"all-MiniLM-L6-v2-onnx-int8", "all-MiniLM-L6-v2"})
+
+
+def read_bank(folder: Path = BANK_DIR) -> list[tuple[str, str]]:
+    """(label, message) rows of the labelled bank, in a stable order."""
+    rows: list[tuple[str, str]] = []
+    for name, label in (("crisis.txt", "crisis"), ("concern.txt", "concern"), ("none.txt", "none"), ("lookalike.txt", "none")):
+        rows += [(label, line.strip()) for line in (folder / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    for number, line in enumerate((folder / "harm.txt").read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        label, _, text = line.partition("\t")
+        if label not in HARM_LABELS or not text.strip():
+            raise ValueError(f"harm.txt line {number}: expected 'category<TAB>request' with a known category")
+        rows.append((label, text.strip()))
+    return rows
+
+
+@dataclass(frozen=True)
+class SemanticReading:
+    """The head's probabilities for one message, and what they cross."""
+
+    probabilities: dict[str, float]
+    thresholds: dict[str, float]
+
+    def above(self, label: str) -> bool:
+        return self.probabilities.get(label, 0.0) >= self.thresholds.get(label, 1.0)
+
+    @property
+    def crisis(self) -> bool:
+        return self.above("crisis")
+
+    @property
+    def concern(self) -> bool:
+        return not self.crisis and self.above("concern")
+
+    @property
+    def harm(self) -> tuple[str, ...]:
+        """The harm categories it flags, most likely first."""
+        flagged = [label for label in HARM_LABELS if self.above(label)]
+        return tuple(sorted(flagged, key=lambda label: -self.probabilities[label]))
+
+    def reason(self, label: str) -> str:
+        return f"semantic:{label}:{self.probabilities.get(label, 0.0):.2f}"
+
+
+@dataclass(frozen=True)
+class Head:
+    coef: np.ndarray  # (labels, dim)
+    intercept: np.ndarray
+    labels: tuple[str, ...]
+    thresholds: np.ndarray
+    embedder: str
+
+    @classmethod
+    def load(cls, path: Path = HEAD_PATH) -> Head:
+        with np.load(path) as data:
+            return cls(
+                data["coef"].astype(np.float32),
+                data["intercept"].astype(np.float32),
+                tuple(str(label) for label in data["labels"]),
+                data["thresholds"].astype(np.float32),
+                str(data["embedder"]),
+            )
+
+    def read(self, vector: list[float] | np.ndarray) -> SemanticReading:
+        logits = self.coef @ np.asarray(vector, dtype=np.float32) + self.intercept
+        exp = np.exp(logits - logits.max())
+        probabilities = exp / exp.sum()
+        return SemanticReading(
+            {label: float(p) for label, p in zip(self.labels, probabilities, strict=True)},
+            {label: float(t) for label, t in zip(self.labels, self.thresholds, strict=True)},
+        )
+
+
+class SemanticDetector:
+    """`read(text)`: the head's reading of a message, through the shared (caching) embedder."""
+
+    def __init__(self, embedder: Embedder, head: Head | None = None) -> None:
+        self.head = head or Head.load()
+        if embedder.name not in COMPATIBLE_EMBEDDERS and embedder.name != self.head.embedder:
+            raise ValueError(f"the safety head was trained on {self.head.embedder} vectors, not {embedder.name}")
+        self.embedder = embedder
+
+    async def read(self, text: str) -> SemanticReading:
+        return self.head.read(await self.embedder.embed_query(text))
+
+
+GUARDED_CRISIS = 0.9  # what the head needs alone where the rules saw an idiom, or someone else, a negation, the past
+
+
+def combined_signal(text: str, history: list[str], reading: SemanticReading | None) -> CrisisSignal:
+    """The rules' signal, raised by the head: to a crisis when it reads one (more surely where the
+    rules found an idiom or a downgrade such as "my friend", "not", "years ago"), to a concern
+    when it reads one. The rules' crisis always stands."""
+    signal = detect(text, history)
+    if reading is None or signal.level == "crisis":
+        return signal
+    guarded = has_idiom(text) or bool(set(signal.reasons) & DOWNGRADES)
+    crisis_p = reading.probabilities.get("crisis", 0.0)
+    if reading.crisis and (not guarded or crisis_p >= GUARDED_CRISIS):
+        return CrisisSignal("crisis", (*signal.reasons, reading.reason("crisis")))
+    if signal.level == "none" and reading.concern:
+        return CrisisSignal("concern", (reading.reason("concern"),))
+    return signal
