@@ -3,7 +3,7 @@ Discord gateway path on one process, and memory per conversation in flight.
 
     python bench/capacity.py [--quick] [--json]
 
-Everything runs on loopback with the fake model. The fakes (tests/fakes: FakeSlack, FakeOpenAI,
+Everything runs on loopback with the fake model. The fakes (tests/harness: FakeSlack, FakeOpenAI,
 FakeDiscord) and the load generator run in their own process (bench/capacity_helpers.py); the
 Slack path is N real `python -m bot.cli run web --port P --reuse-port` processes sharing one
 port and one real redis-server; the Discord path is the real discord.py client with the real
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 import aiohttp
 import openai
@@ -359,7 +359,7 @@ async def discord_section(args: argparse.Namespace, control: Control, urls: dict
     import discord.http
     import pytest
     import yarl
-    from fakes import discord_payloads as dp
+    from tests.harness import discord_payloads as dp
 
     from adapters.discord.gateway import EDIT_INTERVAL, DiscordAdapter, intents
     from bot.ops.logs import configure_logging

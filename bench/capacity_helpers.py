@@ -1,7 +1,7 @@
 """Helpers for bench/capacity.py: a redis-server, process probes, and the fakes process.
 
 `python bench/capacity_helpers.py` is the fakes process: FakeSlack, FakeOpenAI and FakeDiscord
-(tests/fakes), each subclassed only to note *when* things happen, plus a small control API on
+(tests/harness), each subclassed only to note *when* things happen, plus a small control API on
 loopback that runs the load (signed Slack events POSTed to the advisor's port, Discord
 MESSAGE_CREATE dispatches on the fake gateway) and answers with per-message timings. The
 fakes, the load and the clock that times them share this one process, so the advisor processes
@@ -27,7 +27,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    sys.path.insert(0, str(ROOT))
 
 ANSWER_MARK = "three to six months of essential expenses"  # in every scripted answer: a final is the model's
 
@@ -223,9 +223,9 @@ CASE = re.compile(r"\bcase (\w+)\b")
 
 def _fakes() -> tuple[type, type, type]:
     from aiohttp import web
-    from fakes.discord_api import FakeDiscord
-    from fakes.openai_server import _INCOMING, FakeOpenAI
-    from fakes.slack_api import FakeSlack
+    from tests.harness.discord_api import FakeDiscord
+    from tests.harness.openai_server import _INCOMING, FakeOpenAI
+    from tests.harness.slack_api import FakeSlack
 
     from adapters.slack.app import PLACEHOLDER, SORRY
 
@@ -338,8 +338,8 @@ def question(n: int, case: str) -> str:
 async def serve_fakes() -> None:
     import aiohttp
     from aiohttp import web
-    from fakes import discord_payloads as dp
-    from fakes.slack_payloads import app_mention, sign
+    from tests.harness import discord_payloads as dp
+    from tests.harness.slack_payloads import app_mention, sign
 
     slack_cls, openai_cls, discord_cls = _fakes()
     slack, model, discord = slack_cls(), openai_cls(), discord_cls(heartbeat_interval_ms=5000)

@@ -2,7 +2,7 @@
 
     python bench/engine.py [--answers 40] [--concurrent 500]
 
-The fake OpenAI server (tests/fakes) streams a fixed answer at a fixed rate. The
+The fake OpenAI server (tests/harness) streams a fixed answer at a fixed rate. The
 baseline is the same stream read straight with the openai client, in the same run;
 the engine's overhead is its message-in to final-event time minus that baseline.
 """
@@ -21,10 +21,10 @@ import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 import openai
-from fakes.openai_server import FakeOpenAI
+from tests.harness.openai_server import FakeOpenAI
 
 from bot.engine.pipeline import Engine
 from bot.state.memory_sqlite import SqliteMemory

@@ -102,7 +102,7 @@ def serving_in_thread(server: Any) -> Iterator[Any]:
 @pytest.fixture
 def openai_in_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The fake OpenAI server in a thread, with the settings pointing at it, for commands under test."""
-    from fakes.openai_server import FakeOpenAI
+    from tests.harness.openai_server import FakeOpenAI
 
     with serving_in_thread(FakeOpenAI()) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)

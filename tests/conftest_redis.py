@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio
-from redis_server import ClientFactory, RedisServer, running_redis
 
 from bot.state.redis_client import close, connect
+from tests.harness.redis_server import ClientFactory, RedisServer, running_redis
 
 
 @pytest.fixture(scope="module")

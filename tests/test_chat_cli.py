@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes.openai_server import FakeOpenAI
 
 from bot.cli import main
+from tests.harness.openai_server import FakeOpenAI
 
 
 @pytest.fixture

@@ -279,7 +279,7 @@ async def test_engine_answers_a_crisis_with_the_protocol_even_when_everything_is
     tmp_path: Path, embedder: Any
 ) -> None:
     import openai
-    from fakes.openai_server import FakeOpenAI
+    from tests.harness.openai_server import FakeOpenAI
     from qdrant_client import AsyncQdrantClient
 
     from bot.engine.pipeline import Engine

@@ -13,9 +13,6 @@ from typing import Any
 import discord
 import openai
 import pytest
-from fakes import discord_payloads as dp
-from fakes.discord_api import FakeDiscord
-from fakes.openai_server import FakeOpenAI
 
 from adapters.discord.gateway import DiscordAdapter, intents
 from bot.ops.admin import Admin
@@ -24,6 +21,9 @@ from bot.state.memory_sqlite import SqliteMemory
 from bot.llm.openai_model import OpenAIChatModel
 from config.settings import load_settings
 from retrieval.ingest import Ingestor
+from tests.harness import discord_payloads as dp
+from tests.harness.discord_api import FakeDiscord
+from tests.harness.openai_server import FakeOpenAI
 
 TIMEOUT = 10
 

@@ -15,9 +15,6 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
-from fakes import discord_payloads as dp
-from fakes.discord_webhooks import FakeWebhooks
-from fakes.openai_server import FakeOpenAI
 from nacl.signing import SigningKey
 
 from adapters.discord.interactions import DiscordInteractions, is_admin
@@ -27,6 +24,9 @@ from bot.state.memory_sqlite import SqliteMemory
 from bot.llm.openai_model import OpenAIChatModel
 from config.settings import AdminSettings, load_settings
 from retrieval.ingest import Ingestor
+from tests.harness import discord_payloads as dp
+from tests.harness.discord_webhooks import FakeWebhooks
+from tests.harness.openai_server import FakeOpenAI
 
 TIMEOUT = 10
 APP_ID = "123456789012345678"

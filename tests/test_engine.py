@@ -11,7 +11,6 @@ from typing import Any
 
 import openai
 import pytest
-from fakes.openai_server import FakeOpenAI
 from qdrant_client import AsyncQdrantClient
 
 from bot.engine.pipeline import NOT_IN_KNOWLEDGE_BASE, Engine
@@ -22,6 +21,7 @@ from config.settings import Settings, load_settings
 from retrieval.retriever import HybridRetriever
 from retrieval.sparse import Bm25Encoder
 from retrieval.store_qdrant import QdrantClientStore
+from tests.harness.openai_server import FakeOpenAI
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes.openai_server import FakeOpenAI
 
 from bot.cli import main
 from bot.models import Citation, Final
 from bot.safety.answers_eval import classify, read_tasks
+from tests.harness.openai_server import FakeOpenAI
 
 DATA = Path(__file__).resolve().parent / "data" / "evals"
 TASKS = DATA / "fiqa_tasks.jsonl"

@@ -1,4 +1,4 @@
-"""The fake Discord (tests/fakes/discord_api.py, discord_payloads.py) against the real discord.py client."""
+"""The fake Discord (tests/harness/discord_api.py, discord_payloads.py) against the real discord.py client."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import discord
 import pytest
 from discord import app_commands
 
-from tests.fakes import discord_payloads as dp
-from tests.fakes.discord_api import FakeDiscord
+from tests.harness import discord_payloads as dp
+from tests.harness.discord_api import FakeDiscord
 
 TIMEOUT = 5
 

@@ -1,4 +1,4 @@
-"""Contract tests for tests/fakes/openai_server.py.
+"""Contract tests for tests/harness/openai_server.py.
 
 The fake's raw JSON is validated against OpenAI's OpenAPI spec (a derived subset, JSON Schema 2020-12),
 and the official `openai.AsyncOpenAI` client is run against it, faults included.
@@ -21,11 +21,12 @@ import openai
 import pytest
 import pytest_asyncio
 import yaml
-from fakes.openai_server import MODERATION_CATEGORIES, FakeOpenAI, embedding_vector
 from jsonschema import Draft202012Validator
 from openai import AsyncOpenAI
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+
+from tests.harness.openai_server import MODERATION_CATEGORIES, FakeOpenAI, embedding_vector
 
 SPEC_PATH = (
     Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The fake Slack (tests/fakes/slack_api.py, slack_payloads.py) against the real slack_sdk / slack_bolt clients."""
+"""The fake Slack (tests/harness/slack_api.py, slack_payloads.py) against the real slack_sdk / slack_bolt clients."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from tests.fakes import slack_payloads as sp
-from tests.fakes.slack_api import FakeSlack
+from tests.harness import slack_payloads as sp
+from tests.harness.slack_api import FakeSlack
 
 BOT_TOKEN = "xoxb-1-fake"
 APP_TOKEN = "xapp-1-fake"

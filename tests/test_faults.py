@@ -19,12 +19,6 @@ import discord
 import openai
 import pytest
 from aiohttp import web
-from fakes import discord_payloads as dp
-from fakes import slack_payloads as sp
-from fakes.discord_api import FakeDiscord
-from fakes.openai_server import FakeOpenAI
-from fakes.slack_api import FakeSlack
-from redis_server import ClientFactory, RedisServer
 
 from adapters.discord.gateway import DiscordAdapter, intents
 from adapters.slack.app import PLACEHOLDER, SlackAdapter, build_client
@@ -41,6 +35,12 @@ from config.settings import Settings, load_settings
 from retrieval.ingest import Ingestor
 from retrieval.retriever import HybridRetriever
 from retrieval.store_errors import StoreError
+from tests.harness import discord_payloads as dp
+from tests.harness import slack_payloads as sp
+from tests.harness.discord_api import FakeDiscord
+from tests.harness.openai_server import FakeOpenAI
+from tests.harness.redis_server import ClientFactory, RedisServer
+from tests.harness.slack_api import FakeSlack
 
 pytest_plugins = ["conftest_redis"]  # the redis_server and redis_clients fixtures
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes.openai_server import FakeOpenAI
 
 from bot.cli import build_parser
 from bot.finetune.cli import run_finetune
@@ -17,6 +16,7 @@ from bot.finetune.overlap import rouge_l_f1
 from bot.finetune.safety import BUILTIN_PROMPTS, is_refusal, read_prompts
 from bot.engine.prompts import NO_CONTEXT_NOTE, system_prompt
 from config.settings import load_settings
+from tests.harness.openai_server import FakeOpenAI
 
 DATA = Path(__file__).parent / "data" / "finetune"
 JUDGED = {"professional": 4, "personable": 5, "helpful": 3, "safe": 5}

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import openai
 import pytest
-from fakes.openai_server import FakeOpenAI
 
 from bot.cli import main
 from bot.finetune.envfile import set_env_value
 from config.settings import load_settings
+from tests.harness.openai_server import FakeOpenAI
 
 DATA = Path(__file__).parent / "data" / "finetune"
 GOOD = DATA / "good.jsonl"

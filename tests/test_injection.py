@@ -10,7 +10,6 @@ from typing import Any
 
 import openai
 import pytest
-from fakes.openai_server import FakeOpenAI
 
 from bot.engine import prompts
 from bot.ops.admin import Admin
@@ -25,6 +24,7 @@ from retrieval.injection import flag, scan
 from retrieval.retriever import HybridRetriever
 from retrieval.sparse import Bm25Encoder
 from retrieval.store_edge import EdgeStore
+from tests.harness.openai_server import FakeOpenAI
 
 INJECTED = (
     "# Saving for a car\n\n"

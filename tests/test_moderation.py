@@ -10,7 +10,6 @@ from typing import Any
 
 import openai
 import pytest
-from fakes.openai_server import FakeOpenAI
 
 from bot.engine.pipeline import Engine
 from bot.state.memory_sqlite import SqliteMemory
@@ -28,6 +27,7 @@ from bot.safety.moderation import (
 )
 from config.settings import SettingsError, load_settings
 from retrieval.retriever import HybridRetriever
+from tests.harness.openai_server import FakeOpenAI
 
 SECRET = "how do i get away with murdering zebra-7731"
 

@@ -27,8 +27,8 @@ from adapters.ops_http import (
 )
 from bot.ops import metrics
 from bot.ops.readiness import Check, check_all, model_check, redis_check, standard_checks, store_check
-from tests.fakes import discord_payloads as dp
-from tests.fakes.discord_api import FakeDiscord
+from tests.harness import discord_payloads as dp
+from tests.harness.discord_api import FakeDiscord
 
 KEY = "sk-test-0123456789abcdef"
 

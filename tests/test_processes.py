@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 from conftest import serving_in_thread
-from fakes import slack_payloads as sp
-from fakes.slack_api import FakeSlack
-from process_helpers import (
+
+from bot.state.redis_client import close, connect
+from bot.state.memory_redis import RedisMemory
+from tests.harness import slack_payloads as sp
+from tests.harness.processes import (
     BOT_TOKEN,
     OPENAI_KEY,
     RETRY_HEADERS,
@@ -36,10 +38,8 @@ from process_helpers import (
     run_cli,
     until,
 )
-from redis_server import RedisServer, free_port
-
-from bot.state.redis_client import close, connect
-from bot.state.memory_redis import RedisMemory
+from tests.harness.redis_server import RedisServer, free_port
+from tests.harness.slack_api import FakeSlack
 
 REDIS_PASSWORD = "redis-process-test-pw-81c3"
 
@@ -382,7 +382,7 @@ def test_two_workers_over_qdrant_server_answer_each_event_once_and_drain_on_sigt
     import contextlib
     import os
 
-    from fakes.qdrant_api import FakeQdrant
+    from tests.harness.qdrant_api import FakeQdrant
 
     slack, model = fakes
     metrics_dir = tmp_path / "metrics"

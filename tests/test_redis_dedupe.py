@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis_server import ClientFactory, RedisServer, free_port, holder_process
 
 from bot.state.redis_client import RedisUnavailable, close, connect
 from bot.state.dedupe_redis import RedisDeduper
 from bot.state.locks_redis import LockHeld, RedisReindexLock
+from tests.harness.redis_server import ClientFactory, RedisServer, free_port, holder_process
 
 pytest_plugins = ["conftest_redis"]  # the redis_server and redis_clients fixtures
 

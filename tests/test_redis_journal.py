@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from redis_server import ClientFactory
-
 from bot.state.journal_redis import RedisWorkJournal
+from tests.harness.redis_server import ClientFactory
 
 pytest_plugins = ["conftest_redis"]
 

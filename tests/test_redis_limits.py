@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis_server import ClientFactory, RedisServer, free_port, holder_process
 
 from bot.state.redis_client import RedisUnavailable, close, connect
 from bot.state.limits_redis import RedisConversationLocks, RedisTokenBucket
+from tests.harness.redis_server import ClientFactory, RedisServer, free_port, holder_process
 
 pytest_plugins = ["conftest_redis"]  # the redis_server and redis_clients fixtures
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import serving_in_thread
-from fakes import discord_payloads as dp
-from fakes.discord_api import FakeDiscord
 
 from bot.cli import main
+from tests.harness import discord_payloads as dp
+from tests.harness.discord_api import FakeDiscord
 
 
 def serve_in_thread(monkeypatch: pytest.MonkeyPatch, **options: object) -> Iterator[FakeDiscord]:

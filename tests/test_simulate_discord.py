@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes import discord_payloads as dp
 
 from bot.cli import main
+from tests.harness import discord_payloads as dp
 
 BOT = "100000000000000001"
 BOT_USER = {"id": BOT, "username": "advisor", "discriminator": "0", "bot": True, "avatar": None, "global_name": None}

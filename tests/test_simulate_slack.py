@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes import slack_payloads as sp
 
 from bot.cli import main
+from tests.harness import slack_payloads as sp
 
 
 def write(folder: Path, name: str, body: dict | bytes) -> Path:

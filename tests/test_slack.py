@@ -14,9 +14,6 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
-from fakes import slack_payloads as sp
-from fakes.openai_server import FakeOpenAI
-from fakes.slack_api import FakeSlack
 
 from adapters.slack.app import SlackAdapter, build_client
 from bot.ops.admin import Admin
@@ -25,6 +22,9 @@ from bot.state.memory_sqlite import SqliteMemory
 from bot.llm.openai_model import OpenAIChatModel
 from config.settings import load_settings
 from retrieval.ingest import Ingestor
+from tests.harness import slack_payloads as sp
+from tests.harness.openai_server import FakeOpenAI
+from tests.harness.slack_api import FakeSlack
 
 SECRET = "test-signing-secret"
 

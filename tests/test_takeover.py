@@ -9,10 +9,6 @@ from typing import Any
 import discord
 import openai
 import pytest
-from fakes import discord_payloads as dp
-from fakes.discord_api import FakeDiscord
-from fakes.openai_server import FakeOpenAI
-from redis_server import RedisServer
 
 from adapters.discord.gateway import DiscordAdapter, intents
 from bot.ops.admin import Admin
@@ -20,6 +16,10 @@ from bot.engine.pipeline import Engine
 from bot.llm.openai_model import OpenAIChatModel
 from bot.wiring import SharedState, build_shared
 from config.settings import load_settings
+from tests.harness import discord_payloads as dp
+from tests.harness.discord_api import FakeDiscord
+from tests.harness.openai_server import FakeOpenAI
+from tests.harness.redis_server import RedisServer
 
 pytest_plugins = ["conftest_redis"]
 ANSWER = "Keep three to six months of essential expenses in an easy-access account. " * 5

@@ -10,13 +10,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from fakes import discord_payloads as dp
-from fakes.discord_api import FakeDiscord
-from fakes.openai_server import FakeOpenAI
 
 from adapters.serve import run_discord_gateway
 from bot.wiring import build_services
 from config.settings import load_settings
+from tests.harness import discord_payloads as dp
+from tests.harness.discord_api import FakeDiscord
+from tests.harness.openai_server import FakeOpenAI
 
 
 def free_port() -> int:
@@ -90,8 +90,8 @@ async def test_sharded_gateway_ops_endpoints_and_a_graceful_stop(
 async def test_socket_mode_stops_taking_events_and_finishes_the_answer_in_flight(
     monkeypatch: pytest.MonkeyPatch, kb_dir: Any
 ) -> None:
-    from fakes import slack_payloads as sp
-    from fakes.slack_api import FakeSlack
+    from tests.harness import slack_payloads as sp
+    from tests.harness.slack_api import FakeSlack
 
     from adapters.serve import run_socket_mode
 

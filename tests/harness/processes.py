@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
-from fakes import slack_payloads as sp
-from fakes.openai_server import FakeOpenAI
-from fakes.slack_api import FakeSlack
 
 from config.settings import GROUPS
+from tests.harness import slack_payloads as sp
+from tests.harness.openai_server import FakeOpenAI
+from tests.harness.slack_api import FakeSlack
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")

@@ -26,7 +26,7 @@ from typing import Any, Literal, Self, get_args
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes.slack_payloads import API_APP_ID, TEAM_DOMAIN, new_ts
+from tests.harness.slack_payloads import API_APP_ID, TEAM_DOMAIN, new_ts
 
 Json = dict[str, Any]
 FaultKind = Literal["rate_limited", "error", "server_error"]

@@ -50,8 +50,8 @@ from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes import discord_payloads as dp
-from tests.fakes.discord_payloads import Intents
+from tests.harness import discord_payloads as dp
+from tests.harness.discord_payloads import Intents
 
 if TYPE_CHECKING:
     import pytest
