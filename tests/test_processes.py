@@ -38,7 +38,8 @@ from tests.harness.processes import (
     run_cli,
     until,
 )
-from tests.harness.redis_server import RedisServer, free_port
+from tests.harness.loopback import free_port
+from tests.harness.redis_server import RedisServer
 from tests.harness.slack_api import FakeSlack
 
 REDIS_PASSWORD = "redis-process-test-pw-81c3"

@@ -19,8 +19,8 @@ from retrieval.sparse import Bm25Encoder
 from retrieval.store import open_store
 from retrieval.store_errors import StoreError
 from retrieval.store_qdrant import QdrantClientStore
+from tests.harness.loopback import free_port
 from tests.harness.qdrant_api import FakeQdrant
-from tests.harness.redis_server import free_port
 
 API_KEY = "qdrant-test-api-key-6f0d"
 QUERIES = ("how big should my emergency fund be", "which debt has the highest interest", "credit score bills on time")

@@ -8,7 +8,8 @@ import pytest
 
 from bot.state.redis_client import RedisUnavailable, close, connect
 from bot.state.limits_redis import RedisConversationLocks, RedisTokenBucket
-from tests.harness.redis_server import ClientFactory, RedisServer, free_port, holder_process
+from tests.harness.loopback import free_port
+from tests.harness.redis_server import ClientFactory, RedisServer, holder_process
 
 pytest_plugins = ["conftest_redis"]  # the redis_server and redis_clients fixtures
 

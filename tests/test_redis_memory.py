@@ -17,7 +17,8 @@ import pytest
 from bot.state.memory_sqlite import SqliteMemory, Turn
 from bot.state.redis_client import RedisUnavailable, close, connect, ping, redact_url
 from bot.state.memory_redis import RedisMemory
-from tests.harness.redis_server import ClientFactory, RedisServer, free_port, running_redis
+from tests.harness.loopback import free_port
+from tests.harness.redis_server import ClientFactory, RedisServer, running_redis
 
 pytest_plugins = ["conftest_redis"]  # the redis_server and redis_clients fixtures
 

@@ -4,7 +4,6 @@ endpoints on ADVISOR_METRICS_PORT, and a graceful stop that lets an answer in fl
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,13 +15,8 @@ from bot.wiring import build_services
 from config.settings import load_settings
 from tests.harness import discord_payloads as dp
 from tests.harness.discord_api import FakeDiscord
+from tests.harness.loopback import free_port
 from tests.harness.openai_server import FakeOpenAI
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

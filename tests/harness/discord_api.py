@@ -52,6 +52,7 @@ from aiohttp import WSMsgType, web
 
 from tests.harness import discord_payloads as dp
 from tests.harness.discord_payloads import Intents
+from tests.harness.loopback import LoopbackServer
 
 if TYPE_CHECKING:
     import pytest
@@ -224,7 +225,7 @@ def _trace(name: str) -> list[str]:
     return [json.dumps([f"gateway-prd-fake-{name}", {"micros": 1000, "calls": []}])]
 
 
-class FakeDiscord:
+class FakeDiscord(LoopbackServer):
     """Async context manager on 127.0.0.1 (a free port) serving the gateway websocket and the REST API."""
 
     def __init__(
@@ -284,7 +285,6 @@ class FakeDiscord:
         self._session: _Session | None = None
         self._conns: list[_Conn] = []
         self._changed: asyncio.Condition | None = None
-        self._runner: web.AppRunner | None = None
         self._routes = self._build_routes()
 
     # ----- lifecycle -------------------------------------------------------------------------------
@@ -295,10 +295,7 @@ class FakeDiscord:
         app.router.add_route("*", "/api/{tail:.*}", self._api)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/resume", self._gateway)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        port = self._runner.addresses[0][1]
+        port = await self._serve(app)
         self.root = f"http://127.0.0.1:{port}"
         self.api_base = f"{self.root}/api/v{dp.API_VERSION}"
         self.gateway_url = f"ws://127.0.0.1:{port}/gateway"
@@ -312,9 +309,7 @@ class FakeDiscord:
             conn.closed_by_server = True
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=1001, message=b"Going away")
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._stop()
 
     def patch(self, monkeypatch: pytest.MonkeyPatch, *, fast_reidentify: bool = True) -> None:
         """Point discord.py at this fake for the test (undone by monkeypatch).

@@ -14,40 +14,31 @@ answers the next matching call with 429 and Discord's body {"message", "retry_af
 from __future__ import annotations
 
 import time
-from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
+
+from tests.harness.loopback import LoopbackServer
 
 Json = dict[str, Any]
 CONTENT_LIMIT = 2000
 
 
-class FakeWebhooks:
+class FakeWebhooks(LoopbackServer):
     def __init__(self) -> None:
         self.api_base = ""  # http://127.0.0.1:PORT/api/v10
         # every call, in order: {"method", "path" (after /api/v10), "json", "headers", "at", "status"}
         self.calls: list[Json] = []
         self._faults: list[tuple[str, str, float]] = []
         self._next_id = 900_000_000_000_000_000
-        self._runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_patch("/api/v10/webhooks/{app}/{token}/messages/@original", self._edit)
         app.router.add_post("/api/v10/webhooks/{app}/{token}", self._follow)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.api_base = f"http://127.0.0.1:{self._runner.addresses[0][1]}/api/v10"
+        port = await self._serve(app, handler_cancellation=False)
+        self.api_base = f"http://127.0.0.1:{port}/api/v10"
         return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     def fail_next(self, method: str, path_prefix: str, retry_after: float = 0.2) -> None:
         """Answer the next call with this method and path prefix with a 429."""

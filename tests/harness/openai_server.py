@@ -23,10 +23,11 @@ import uuid
 from collections import deque
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal, get_args
 
 from aiohttp import web
+
+from tests.harness.loopback import LoopbackServer
 
 Json = dict[str, Any]
 FaultKind = Literal["rate_limit", "insufficient_quota", "server_error", "slow", "context_length", "midstream_error"]
@@ -191,7 +192,7 @@ def _limit(request: web.Request, default: int) -> int:
     return int(raw)
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """Async context manager serving the fake OpenAI API on 127.0.0.1 (a free port)."""
 
     def __init__(self) -> None:
@@ -208,7 +209,6 @@ class FakeOpenAI:
         self._contents: dict[str, bytes] = {}
         self._jobs: dict[str, _Job] = {}
         self._next_outcome: JobOutcome = "succeeded"
-        self._runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> FakeOpenAI:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
@@ -228,20 +228,9 @@ class FakeOpenAI:
         routes.add_post("/v1/fine_tuning/jobs/{job_id}/cancel", self._cancel_job)
         routes.add_get("/v1/fine_tuning/jobs/{job_id}/events", self._job_events)
         routes.add_get("/v1/fine_tuning/jobs/{job_id}/checkpoints", self._job_checkpoints)
-        # handler_cancellation: a client that gives up (timeout) stops its handler, e.g. a "slow" fault.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        port = self._runner.addresses[0][1]
+        port = await self._serve(app)
         self.base_url = f"http://127.0.0.1:{port}/v1"
         return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # ----- scripting -------------------------------------------------------------------------------
 

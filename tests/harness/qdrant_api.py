@@ -27,6 +27,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from qdrant_client import AsyncQdrantClient
 from qdrant_client.http import models
 
+from tests.harness.loopback import LoopbackServer
+
 Json = dict[str, Any]
 _BODY: web.RequestKey[Any] = web.RequestKey("qdrant_body", object)
 
@@ -60,7 +62,7 @@ def _dump(value: Any) -> Any:
     return value
 
 
-class FakeQdrant:
+class FakeQdrant(LoopbackServer):
     """Async context manager serving Qdrant's REST API on 127.0.0.1 (a free port), backed by
     qdrant-client local mode (in memory, or on disk under `path`)."""
 
@@ -71,7 +73,6 @@ class FakeQdrant:
         self.url = ""
         self.requests: list[Json] = []
         self.engine: AsyncQdrantClient | None = None
-        self._runner: web.AppRunner | None = None
         self._last_request = 0.0
 
     async def __aenter__(self) -> Self:
@@ -99,10 +100,7 @@ class FakeQdrant:
         r.add_post("/collections/{name}/points/count", self._count)
         r.add_post("/collections/{name}/points/query", self._query)
         r.add_post("/collections/{name}/points/query/batch", self._query_batch)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        port = self._runner.addresses[0][1]
+        port = await self._serve(app)
         self.url = f"http://127.0.0.1:{port}"
         return self
 
@@ -117,9 +115,7 @@ class FakeQdrant:
             if time.monotonic() - self._last_request > 0.15:
                 break
             await asyncio.sleep(0.01)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._stop()
         if self.engine is not None:
             await self.engine.close()
             self.engine = None

@@ -26,6 +26,7 @@ from typing import Any, Literal, Self, get_args
 
 from aiohttp import WSMsgType, web
 
+from tests.harness.loopback import LoopbackServer
 from tests.harness.slack_payloads import API_APP_ID, TEAM_DOMAIN, new_ts
 
 Json = dict[str, Any]
@@ -115,7 +116,7 @@ def validate_blocks(raw: Any) -> list[Json]:
     return blocks
 
 
-class FakeSlack:
+class FakeSlack(LoopbackServer):
     """Async context manager serving a fake Slack Web API and Socket Mode on 127.0.0.1 (a free port)."""
 
     def __init__(
@@ -141,7 +142,6 @@ class FakeSlack:
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_changed: asyncio.Condition | None = None
         self._ack_waiters: dict[str, asyncio.Future[Json]] = {}
-        self._runner: web.AppRunner | None = None
         self._methods = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
@@ -160,10 +160,7 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{id}", self._response_url_post)
         app.router.add_get("/link/", self._websocket)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        port = self._runner.addresses[0][1]
+        port = await self._serve(app)
         self.root = f"http://127.0.0.1:{port}"
         self.base_url = f"{self.root}/api/"
         self.ws_url = f"ws://127.0.0.1:{port}/link/"
@@ -176,9 +173,7 @@ class FakeSlack:
             await ws.close()
         for waiter in self._ack_waiters.values():
             waiter.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._stop()
 
     # ----- test controls ---------------------------------------------------------------------------
 
