@@ -34,18 +34,11 @@ sys.path.insert(0, str(ROOT))
 import aiohttp
 import openai
 
-from bench.capacity_helpers import (
-    ANSWER_MARK,
-    Redis,
-    clean_env,
-    cpu_seconds,
-    free_port,
-    listens_on,
-    machine_busy,
-    rss_kib,
-    stop_process,
-)
+from bench.capacity_helpers import ANSWER_MARK, cpu_seconds, listens_on, machine_busy, rss_kib
 from retrieval.evaluate import percentile
+from tests.harness.loopback import free_port
+from tests.harness.processes import env_without_settings, terminate
+from tests.harness.redis_server import RedisServer
 
 PYTHON = sys.executable
 ANSWER = (
@@ -163,7 +156,7 @@ class WebProcesses:
     def stop(self) -> list[str]:
         """SIGTERM (graceful drain), then the log lines that report a problem."""
         for process in self.processes:
-            stop_process(process)
+            terminate(process)
         problems = []
         for index, (process, path) in enumerate(zip(self.processes, self.logs, strict=True)):
             if process.returncode not in (0, -15):
@@ -209,10 +202,10 @@ def summarise(result: dict[str, Any], before: dict[str, int], answered_by: bool 
     return summary
 
 
-async def slack_section(args: argparse.Namespace, control: Control, urls: dict[str, str], redis: Redis,
+async def slack_section(args: argparse.Namespace, control: Control, urls: dict[str, str], redis: RedisServer,
                         template: Path, workdir: Path, client: openai.AsyncOpenAI) -> dict[str, Any]:
     secret = "bench-signing-secret-" + os.urandom(6).hex()
-    env = clean_env(
+    env = env_without_settings(
         REDIS_URL=redis.url, SLACK_SIGNING_SECRET=secret, ADVISOR_SLACK_API_URL=urls["slack"],
         OPENAI_BASE_URL=urls["openai"], OPENAI_API_KEY="sk-bench",
         ADVISOR_LIMITS_USER_PER_MINUTE="1000000", ADVISOR_LIMITS_CONVERSATION_PER_MINUTE="1000000",
@@ -297,7 +290,7 @@ async def ttft_section(args: argparse.Namespace, control: Control, url: str, sec
 
 
 async def memory_section(args: argparse.Namespace, control: Control, url: str, secret: str, web: WebProcesses,
-                         redis: Redis) -> dict[str, Any]:
+                         redis: RedisServer) -> dict[str, Any]:
     """RSS of the one web process idle and with K conversations streaming at once; Redis after."""
     pid = web.processes[0].pid
     k = args.memory_conversations
@@ -370,7 +363,7 @@ async def discord_section(args: argparse.Namespace, control: Control, urls: dict
     shutil.copytree(template, data)
     saved = dict(os.environ)
     os.environ.clear()
-    os.environ.update(clean_env(
+    os.environ.update(env_without_settings(
         ADVISOR_DATA_DIR=str(data), DISCORD_TOKEN=dp.BOT_TOKEN, OPENAI_BASE_URL=urls["openai"],
         OPENAI_API_KEY="sk-bench", ADVISOR_LIMITS_USER_PER_MINUTE="1000000",
         ADVISOR_LIMITS_CONVERSATION_PER_MINUTE="1000000", ADVISOR_LOG_LEVEL="WARNING",
@@ -544,7 +537,7 @@ def report(figures: dict[str, Any]) -> None:
 def start_fakes() -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     """The fakes process (bench/capacity_helpers.py) and the URLs it serves; it stops when its stdin closes."""
     fakes = subprocess.Popen([PYTHON, str(ROOT / "bench" / "capacity_helpers.py")], cwd=ROOT,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=clean_env())
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env_without_settings())
     assert fakes.stdout is not None
     return fakes, json.loads(fakes.stdout.readline())
 
@@ -552,7 +545,7 @@ def start_fakes() -> tuple[subprocess.Popen[bytes], dict[str, str]]:
 def ingest(template: Path, workdir: Path) -> None:
     """`advisor ingest` of the sample knowledge base into `template` (each process gets a copy)."""
     subprocess.run([PYTHON, "-m", "bot.cli", "ingest", str(ROOT / "retrieval" / "sample_kb")], cwd=workdir,
-                   env=clean_env(ADVISOR_DATA_DIR=str(template), ADVISOR_LOG_LEVEL="WARNING"), check=True,
+                   env=env_without_settings(ADVISOR_DATA_DIR=str(template), ADVISOR_LOG_LEVEL="WARNING"), check=True,
                    stdout=subprocess.DEVNULL)
 
 
@@ -582,7 +575,7 @@ async def main() -> None:
         try:
             args.fakes_pid = fakes.pid
             control = Control(urls["control"])
-            redis = Redis(workdir / "redis")
+            redis = RedisServer(workdir / "redis", appendfsync="everysec").start()  # AOF, fsync every second
             template = workdir / "template"
             log("ingesting the sample knowledge base once (copied per process)")
             ingest(template, workdir)

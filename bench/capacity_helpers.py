@@ -1,4 +1,5 @@
-"""Helpers for bench/capacity.py: a redis-server, process probes, and the fakes process.
+"""Helpers for bench/capacity.py: process probes, and the fakes process (the redis-server, the
+environment and stopping processes come from tests/harness, as in the tests).
 
 `python bench/capacity_helpers.py` is the fakes process: FakeSlack, FakeOpenAI and FakeDiscord
 (tests/harness), each subclassed only to note *when* things happen, plus a small control API on
@@ -15,9 +16,6 @@ import asyncio
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -32,75 +30,7 @@ if str(ROOT) not in sys.path:
 ANSWER_MARK = "three to six months of essential expenses"  # in every scripted answer: a final is the model's
 
 
-# ----- processes and probes (used by the bench process) --------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Redis:
-    """A real redis-server on a free loopback port in its own directory (AOF, fsync every second)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        binary = "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else "redis-server"
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-                "--appendfsync", "everysec", "--dir", str(directory), "--daemonize", "no"]
-        with open(directory / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        import redis
-
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if self.client.ping():
-                    break
-            except redis.exceptions.ConnectionError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start: {(directory / 'redis.log').read_text()[-1000:]}")
-            time.sleep(0.02)
-
-    def used_memory(self) -> int:
-        return int(self.client.info("memory")["used_memory"])
-
-    def keys(self) -> int:
-        return int(self.client.dbsize())
-
-    def key_bytes(self) -> dict[str, int]:
-        """MEMORY USAGE of every key, by name."""
-        names = list(self.client.scan_iter(count=1000))
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.memory_usage(name, samples=0)
-        return {name.decode(): int(size or 0) for name, size in zip(names, pipe.execute(), strict=True)}
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-
-def clean_env(**values: str) -> dict[str, str]:
-    """This environment without any advisor setting (ours are given explicitly), plus `values`."""
-    from config.settings import GROUPS
-
-    known = {name for cls in GROUPS.values() for field in cls.model_fields for name in cls.env_names(field)}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADVISOR_") and k not in known}
-    env.update(values)
-    return env
+# ----- process probes (used by the bench process) --------------------------------------------------
 
 
 def rss_kib(pid: int) -> int:
@@ -157,16 +87,6 @@ def listens_on(pid: int, port: int) -> bool:
         if link.startswith("socket:[") and link[8:-1] in inodes:
             return True
     return False
-
-
-def stop_process(process: subprocess.Popen[Any], grace: float = 15.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 # ----- the fakes process ------------------------------------------------------------------------------
@@ -339,6 +259,7 @@ async def serve_fakes() -> None:
     import aiohttp
     from aiohttp import web
     from tests.harness import discord_payloads as dp
+    from tests.harness.loopback import serve
     from tests.harness.slack_payloads import app_mention, sign
 
     slack_cls, openai_cls, discord_cls = _fakes()
@@ -485,11 +406,8 @@ async def serve_fakes() -> None:
     control.router.add_get("/slack/in_flight", in_flight)
     control.router.add_post("/discord/wait_ready", discord_wait_ready)
     control.router.add_post("/discord/run", discord_run)
-    runner = web.AppRunner(control, access_log=None)
     async with slack, model, discord:
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        port = runner.addresses[0][1]
+        runner, port = await serve(control, access_log=None)
         print(json.dumps({
             "control": f"http://127.0.0.1:{port}",
             "slack": slack.base_url,

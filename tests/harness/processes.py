@@ -1,4 +1,4 @@
-"""Helpers for tests that run the real `advisor` command as a subprocess (tests/test_processes.py).
+"""Helpers for running the real `advisor` command as a subprocess (tests/test_processes.py, the benches).
 
 `AdvisorProcess` starts `python -m bot.cli run web ...` with its own environment and log files, waits
 for /healthz, and stops it the way a platform does (SIGTERM, or SIGKILL). `http` sends plain
@@ -145,12 +145,29 @@ def _is_setting(name: str) -> bool:
     )
 
 
-def process_env(tmp: Path, settings: Mapping[str, str]) -> dict[str, str]:
-    """This environment without any advisor setting, plus `settings` (like the clean_env fixture)."""
+def env_without_settings(**values: str) -> dict[str, str]:
+    """This environment without any advisor setting (like the clean_env fixture), plus `values`."""
     env = {name: value for name, value in os.environ.items() if not _is_setting(name)}
-    env.update({"ADVISOR_DATA_DIR": str(tmp / "data"), "ADVISOR_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"})
+    env.update(values)
+    return env
+
+
+def process_env(tmp: Path, settings: Mapping[str, str]) -> dict[str, str]:
+    """`env_without_settings()` with a data directory under `tmp`, JSON logs, and `settings`."""
+    env = env_without_settings(ADVISOR_DATA_DIR=str(tmp / "data"), ADVISOR_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
     env.update(settings)
     return env
+
+
+def terminate(process: subprocess.Popen[Any], grace: float = 15.0) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL if it is still running after `grace` seconds; reaped."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 def run_cli(

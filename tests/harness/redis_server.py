@@ -1,8 +1,10 @@
-"""A real redis-server for tests: a free loopback port, its own directory, append-only file.
+"""A real redis-server for the tests and the benches: a free loopback port, its own directory,
+append-only file.
 
 `RedisServer(directory).start()` / `.stop()` / `.start()` again keeps the port and the data
-(appendfsync always: every acknowledged write survives a restart). Without the binary the
-tests fail, saying how to get it: `make test` installs Debian's redis-server itself.
+(appendfsync always by default: every acknowledged write survives a restart; the capacity bench
+passes appendfsync="everysec"). Without the binary the tests fail, saying how to get it:
+`make test` installs Debian's redis-server itself.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import os
 import select
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,9 +19,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 import redis
 import redis.asyncio
+
+from tests.harness.loopback import free_port
+from tests.harness.processes import terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,22 +37,19 @@ def redis_server_binary() -> str:
     )
     if found:
         return found
+    import pytest  # here, so the benches need no pytest
+
     pytest.fail("redis-server is not installed: run `make test` (it installs Debian's redis-server) "
                 "or `apt-get install redis-server`")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class RedisServer:
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    def __init__(self, directory: Path, password: str | None = None, appendfsync: str = "always") -> None:
         self.binary = redis_server_binary()
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.password = password
+        self.appendfsync = appendfsync  # "always", "everysec" or "no" (redis.conf)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -60,15 +60,14 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"]
-        args += ["--appendfsync", "always", "--dir", str(self.directory), "--daemonize", "no"]
+        args += ["--appendfsync", self.appendfsync, "--dir", str(self.directory), "--daemonize", "no"]
         if self.password:
             args += ["--requirepass", self.password]
         log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 (closed with the process)
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        probe = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1)
         deadline = time.monotonic() + timeout
-        try:
+        with self.admin(timeout=1) as probe:
             while True:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"redis-server exited: {(self.directory / 'redis.log').read_text()[-2000:]}")
@@ -80,31 +79,45 @@ class RedisServer:
                 if time.monotonic() > deadline:
                     raise RuntimeError("redis-server did not answer PING in time")
                 time.sleep(0.02)
-        finally:
-            probe.close()
 
     def stop(self) -> None:
         """A clean shutdown (SIGTERM): the append-only file is flushed and the port is free again."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            terminate(self.process, grace=10)
         self.process = None
 
-    def flush(self) -> None:
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2)
+    @contextmanager
+    def admin(self, timeout: float = 2.0) -> Iterator[redis.Redis]:
+        """A plain (synchronous) client of this server, closed afterwards."""
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=timeout)
         try:
-            client.flushall()
+            yield client
         finally:
             client.close()
 
+    def flush(self) -> None:
+        with self.admin() as client:
+            client.flushall()
+
+    # -- what the capacity bench measures ---------------------------------------------------------
+
+    def used_memory(self) -> int:
+        with self.admin(5) as client:
+            return int(client.info("memory")["used_memory"])
+
+    def key_bytes(self) -> dict[str, int]:
+        """MEMORY USAGE of every key, by name."""
+        with self.admin(5) as client:
+            names = list(client.scan_iter(count=1000))
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.memory_usage(name, samples=0)
+            return {name.decode(): int(size or 0) for name, size in zip(names, pipe.execute(), strict=True)}
+
 
 @contextmanager
-def running_redis(directory: Path, password: str | None = None) -> Iterator[RedisServer]:
-    server = RedisServer(directory, password).start()
+def running_redis(directory: Path, password: str | None = None, appendfsync: str = "always") -> Iterator[RedisServer]:
+    server = RedisServer(directory, password, appendfsync).start()
     try:
         yield server
     finally:
