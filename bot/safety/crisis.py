@@ -452,6 +452,16 @@ RULES: tuple[_Rule, ...] = (
         r"\b(?:carbon monoxide|exhaust fumes|helium|charcoal|hanging|a noose)\b(?: \w+){0,6} "
         r"(?:kill (?:myself|yourself|me)|suicide|painful|take to die)\b",
     ),
+    _rule(  # how people do it, in chat shorthand too
+        "method_seeking", "strong", "none",
+        r"\bhow (?:do|did|does|would|can|could) (?:people|ppl|someone|somebody|you|u|one|i) (?:hang|kill|shoot|drown|poison|"
+        r"starve|overdose) (?:themselves|themself|yourself|urself|oneself|myself|himself|herself)\b",
+        r"\b(?:best|easiest|quickest|fastest|strongest|which|what) (?:\w+ ){0,3}(?:to|for) (?:overdose|od)(?: on)?\b",
+        r"\b(?:go to |)sleep (?:and|n) (?:not|never) wake up\b",
+        r"\bthinking (?:of|about) (?:jumping|stepping|throwing myself) (?:off|from|in front of)\b",
+        r"\b(?:step|stepping|jump|jumping|walk|walking|throw myself|lie down|lying down) in front of (?:a|the|one|an) "
+        r"?(?:train|car|bus|truck|subway|one)?\b",
+    ),
     _rule(  # other languages (accents are folded away by `normalise`): first-person forms only
         "direct_intent", "strong", "none",
         r"\b(?:quiero|deseo) (?:morir|morirme|suicidarme|matarme)\b|\bno quiero (?:vivir|seguir viviendo)\b",
