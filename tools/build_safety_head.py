@@ -6,10 +6,10 @@ The bank (bot/safety/data/bank/*.txt) was written for this project (MIT, like th
 crisis.txt, concern.txt and none.txt hold one message a line; lookalike.txt holds safe
 questions that look harmful (labelled none); harm.txt holds `category<TAB>request` lines.
 Each message is embedded with the product's own embedding model (all-MiniLM-L6-v2, int8
-ONNX), and a multinomial logistic regression (scikit-learn) is fitted on the embeddings.
+ONNX), and logistic regressions (scikit-learn) are fitted on the embeddings: crisis against
+the rest, concern against the rest, and the harm categories against everything else.
 Thresholds are chosen on cross-validated probabilities: the crisis threshold is the lowest
-that keeps false alarms on the none and concern messages at or under 2%; each harm
-category's, the lowest that keeps ordinary messages flagged at or under 1%.
+that keeps false alarms on the none and concern messages at or under 3%; a harm request is flagged when 1 - p(none) reaches HARM_FLAG (bot/safety/semantic.py).
 
 `--check` rebuilds in memory and exits 1 when the shipped head differs from what the bank
 gives (a bank edited without rebuilding the head).
@@ -28,11 +28,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.safety.semantic import BANK_DIR, HEAD_PATH, LABELS, read_bank  # noqa: E402
+from bot.safety.semantic import BANK_DIR, HARM_FLAG, HARM_LABELS, HEAD_PATH, read_bank  # noqa: E402
 from retrieval.embedders import OnnxMiniLMEmbedder  # noqa: E402
 
-CRISIS_FALSE_ALARMS = 0.02
-HARM_FALSE_FLAGS = 0.01
+CRISIS_FALSE_ALARMS = 0.03
+CONCERN_THRESHOLD = 0.8
 SEED = 7
 
 
@@ -47,51 +47,46 @@ def lowest_threshold(scores: np.ndarray, is_positive: np.ndarray, max_false: flo
     return float(min(0.95, max(0.3, negatives[allowed] + 1e-4))) if len(negatives) > allowed else 0.3
 
 
-def build(embedder_model: OnnxMiniLMEmbedder) -> dict[str, np.ndarray]:
+def fit(x: np.ndarray, y: np.ndarray, c: float) -> tuple[object, np.ndarray]:
+    """A logistic regression on (x, y) and its cross-validated probabilities."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    rows = read_bank(BANK_DIR)
-    labels = np.array([LABELS.index(label) for label, _ in rows])
-    vectors = asyncio.run(embedder_model.embed_documents([text for _, text in rows]))
-    x = np.asarray(vectors, dtype=np.float32)
-    model = LogisticRegression(C=8.0, max_iter=4000, class_weight="balanced")
+    model = LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=SEED)
-    probabilities = cross_val_predict(model, x, labels, cv=folds, method="predict_proba")
-    crisis = LABELS.index("crisis")
-    thresholds = np.zeros(len(LABELS), dtype=np.float32)
-    thresholds[crisis] = lowest_threshold(probabilities[:, crisis], labels == crisis, CRISIS_FALSE_ALARMS)
-    ordinary = np.isin(labels, [LABELS.index("none"), LABELS.index("concern")])
-    for index, label in enumerate(LABELS):
-        if label in ("none", "concern", "crisis"):
-            continue
-        scores = probabilities[:, index]
-        mask = ordinary | (labels == index)
-        thresholds[index] = lowest_threshold(scores[mask], labels[mask] == index, HARM_FALSE_FLAGS)
-    thresholds[LABELS.index("concern")] = 0.5
-    report(probabilities, labels, thresholds)
-    model.fit(x, labels)
+    probabilities = cross_val_predict(model, x, y, cv=folds, method="predict_proba")
+    model.fit(x, y)
+    return model, probabilities
+
+
+def build(embedder_model: OnnxMiniLMEmbedder) -> dict[str, np.ndarray]:
+    """Three heads: crisis vs the rest and concern vs the rest (sigmoid), and the harm categories
+    against everything else (softmax over `none` and HARM_LABELS)."""
+    rows = read_bank(BANK_DIR)
+    labels = np.array([label for label, _ in rows])
+    x = np.asarray(asyncio.run(embedder_model.embed_documents([text for _, text in rows])), dtype=np.float32)
+    ordinary = np.isin(labels, ["none", "concern"])
+    crisis, crisis_cv = fit(x, (labels == "crisis").astype(int), 16.0)
+    crisis_t = lowest_threshold(crisis_cv[:, 1], labels == "crisis", CRISIS_FALSE_ALARMS)
+    concern, _ = fit(x, (labels == "concern").astype(int), 4.0)
+    harm_y = np.array([HARM_LABELS.index(label) + 1 if label in HARM_LABELS else 0 for label in labels])
+    harm, harm_cv = fit(x, harm_y, 8.0)
+    harm_total = 1.0 - harm_cv[:, 0]
+    caught = crisis_cv[labels == "crisis", 1] >= crisis_t
+    alarms = crisis_cv[ordinary, 1] >= crisis_t
+    print(f"crisis: threshold {crisis_t:.3f}, cross-validated recall {caught.mean():.3f}, false alarms {alarms.mean():.3f}")
+    flagged = harm_total >= HARM_FLAG
+    print(f"harm: cross-validated caught {flagged[harm_y > 0].mean():.3f}, ordinary flagged {flagged[ordinary].mean():.3f}")
     return {
-        "coef": model.coef_.astype(np.float32),
-        "intercept": model.intercept_.astype(np.float32),
-        "labels": np.array(LABELS),
-        "thresholds": thresholds,
+        "crisis_coef": crisis.coef_.astype(np.float32), "crisis_intercept": crisis.intercept_.astype(np.float32),
+        "crisis_threshold": np.float32(crisis_t),
+        "concern_coef": concern.coef_.astype(np.float32), "concern_intercept": concern.intercept_.astype(np.float32),
+        "concern_threshold": np.float32(CONCERN_THRESHOLD),
+        "harm_coef": harm.coef_.astype(np.float32), "harm_intercept": harm.intercept_.astype(np.float32),
+        "harm_labels": np.array(("none", *HARM_LABELS)),
         "embedder": np.array(embedder_model.name),
         "bank_sha256": np.array(bank_digest(rows)),
     }
-
-
-def report(probabilities: np.ndarray, labels: np.ndarray, thresholds: np.ndarray) -> None:
-    """Cross-validated figures for the chosen thresholds (the bank only: not a fresh evaluation)."""
-    crisis = LABELS.index("crisis")
-    caught = probabilities[labels == crisis, crisis] >= thresholds[crisis]
-    ordinary = np.isin(labels, [LABELS.index("none"), LABELS.index("concern")])
-    alarms = probabilities[ordinary, crisis] >= thresholds[crisis]
-    print(f"crisis: threshold {thresholds[crisis]:.3f}, cross-validated recall {caught.mean():.3f}, false alarms {alarms.mean():.3f}")
-    harm_idx = [i for i, label in enumerate(LABELS) if label not in ("none", "concern", "crisis")]
-    flagged = (probabilities[:, harm_idx] >= thresholds[harm_idx]).any(axis=1)
-    harmful = np.isin(labels, harm_idx)
-    print(f"harm: cross-validated caught {flagged[harmful].mean():.3f}, ordinary flagged {flagged[ordinary].mean():.3f}")
 
 
 def main() -> int:
@@ -102,7 +97,7 @@ def main() -> int:
     if args.check:
         shipped = np.load(HEAD_PATH)
         same = str(shipped["bank_sha256"]) == str(head["bank_sha256"]) and np.allclose(
-            shipped["coef"], head["coef"], atol=1e-3
+            shipped["crisis_coef"], head["crisis_coef"], atol=1e-3
         )
         print("the shipped head matches the bank" if same else "the shipped head is out of date: rebuild it")
         return 0 if same else 1

@@ -8,17 +8,21 @@ from typing import TYPE_CHECKING
 from bot.models import Notice
 from bot.ops import metrics
 from bot.safety.moderation import Stage, Verdict
+from bot.safety.semantic import SemanticReading
 
 if TYPE_CHECKING:
     from bot.engine.pipeline import Engine
 
 
-async def moderate(engine: Engine, key: str, text: str, stage: Stage, hints: tuple[str, ...] = ()) -> Verdict | None:
-    """The moderation verdict for `text`, or None when moderation is off. `hints`: harm categories
-    the learned detector read, used where the offline classifier decides."""
+async def moderate(
+    engine: Engine, key: str, text: str, stage: Stage, reading: SemanticReading | None = None
+) -> Verdict | None:
+    """The moderation verdict for `text`, or None when moderation is off. `reading`: the learned
+    detector's, used where the offline classifier decides (its harm categories, or a clearance)."""
     if engine.moderator is None:
         return None
-    verdict = await engine.moderator.check(text, stage, key, hints)
+    hints, cleared = (reading.harm, reading.harmless) if reading is not None else ((), False)
+    verdict = await engine.moderator.check(text, stage, key, hints, cleared)
     if verdict is not None and verdict.categories:
         metrics.moderation_flag(stage, verdict.action)
     return verdict

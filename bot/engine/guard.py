@@ -46,8 +46,7 @@ async def guard(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
             yield event
         return
     answer.concern = signal.level == "concern"
-    hints = answer.reading.harm if answer.reading is not None else ()
-    verdict = answer.verdict = await moderate(engine, answer.key, answer.text, "input", hints)
+    verdict = answer.verdict = await moderate(engine, answer.key, answer.text, "input", answer.reading)
     if verdict is not None and verdict.action == "crisis":
         async for event in replies.crisis(engine, answer, tuple(f"moderation:{c}" for c in verdict.categories)):
             yield event

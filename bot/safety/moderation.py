@@ -160,11 +160,12 @@ _RULES: dict[str, re.Pattern[str]] = {
 }
 
 
-def offline_classify(text: str, hints: tuple[str, ...] = ()) -> ModerationResult:
+def offline_classify(text: str, hints: tuple[str, ...] = (), cleared: bool = False) -> ModerationResult:
     """The offline classifier: the rules (deterministic, linear regexes over bounded text) and the
-    categories the learned detector read in the message (`hints`, bot/safety/semantic.py)."""
+    categories the learned detector read in the message (`hints`, bot/safety/semantic.py). When the
+    detector `cleared` the message, the harm rules' flags are set aside (self-harm ones never are)."""
     norm = normalise(text)
-    found = [category for category, rule in _RULES.items() if rule.search(norm)]
+    found = [] if cleared else [category for category, rule in _RULES.items() if rule.search(norm)]
     found += [hint for hint in hints if hint in MODERATION_CATEGORIES]
     if detect(text).level == "crisis":
         found += ["self-harm", "self-harm/intent"]
@@ -203,10 +204,10 @@ class Moderator:
     def source(self) -> str:
         return "openai" if self._client is not None else "offline"
 
-    async def classify(self, text: str, hints: tuple[str, ...] = ()) -> ModerationResult:
-        """OpenAI's verdict, or, without the service, the offline classifier with the detector's `hints`."""
+    async def classify(self, text: str, hints: tuple[str, ...] = (), cleared: bool = False) -> ModerationResult:
+        """OpenAI's verdict, or, without the service, the offline classifier with the detector's reading."""
         if self._client is None:
-            return offline_classify(text, hints)
+            return offline_classify(text, hints, cleared)
         try:
             response = await self._client.moderations.create(model=self.model, input=text, timeout=self.timeout)
             result = response.results[0]
@@ -216,7 +217,7 @@ class Moderator:
                 self._client = None
             else:
                 log.warning("moderation service failed (%s); using the offline classifier", type(exc).__name__)
-            return offline_classify(text, hints)
+            return offline_classify(text, hints, cleared)
         categories = result.categories.model_dump(by_alias=True)
         scores = result.category_scores.model_dump(by_alias=True)
         flagged = tuple(c for c in MODERATION_CATEGORIES if categories.get(c))
@@ -224,9 +225,12 @@ class Moderator:
             bool(result.flagged or flagged), flagged, "openai", {c: float(scores.get(c) or 0.0) for c in flagged}
         )
 
-    async def check(self, text: str, stage: Stage, conversation: str = "", hints: tuple[str, ...] = ()) -> Verdict:
-        """Classify `text`, decide the action, and log a flag (without the text unless configured)."""
-        verdict = decide(await self.classify(text, hints), self.actions)
+    async def check(
+        self, text: str, stage: Stage, conversation: str = "", hints: tuple[str, ...] = (), cleared: bool = False
+    ) -> Verdict:
+        """Classify `text`, decide the action, and log a flag (without the text unless configured).
+        `hints`/`cleared`: the learned detector's reading, used where the offline classifier decides."""
+        verdict = decide(await self.classify(text, hints, cleared), self.actions)
         if verdict.result.flagged:
             extra = f" text={text!r}" if self.log_text else ""
             log.warning(

@@ -9,7 +9,7 @@ the head cannot (another embedding model, a failure). One label per message:
 
 * ``crisis``: suicidal intent, self-harm, or a method question, whoever it is for;
 * ``concern``: low mood, someone else at risk, the topic itself;
-* harm categories (``violence``, ``illicit``, ``illicit/violent``, ``sexual``,
+* harm categories, against everything else (``violence``, ``illicit``, ``illicit/violent``, ``sexual``,
   ``sexual/minors``, ``harassment``, ``hate``): the offline harm gate's input;
 * ``none``.
 
@@ -34,10 +34,9 @@ log = logging.getLogger(__name__)
 DATA_DIR = Path(str(resources.files("bot.safety") / "data"))
 BANK_DIR = DATA_DIR / "bank"
 HEAD_PATH = DATA_DIR / "semantic_head.npz"
-LABELS = (
-    "none", "concern", "crisis", "violence", "illicit", "illicit/violent", "sexual", "sexual/minors", "harassment", "hate",
-)
-HARM_LABELS = LABELS[3:]
+HARM_FLAG = 0.7  # 1 - p(none) at which the head flags a harmful request
+HARM_CLEAR = 0.5  # under it, the head clears a message the harm rules flagged (homonyms: "kill a process")
+HARM_LABELS = ("violence", "illicit", "illicit/violent", "sexual", "sexual/minors", "harassment", "hate")
 # embedders whose vectors the head was trained on (the torch build gives cosine 0.9996 to the ONNX one)
 COMPATIBLE_EMBEDDERS = frozenset({"all-MiniLM-L6-v2-onnx-int8", "all-MiniLM-L6-v2"})
 
@@ -59,58 +58,75 @@ def read_bank(folder: Path = BANK_DIR) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class SemanticReading:
-    """The head's probabilities for one message, and what they cross."""
+    """The heads' probabilities for one message, and what they cross."""
 
-    probabilities: dict[str, float]
-    thresholds: dict[str, float]
-
-    def above(self, label: str) -> bool:
-        return self.probabilities.get(label, 0.0) >= self.thresholds.get(label, 1.0)
+    crisis_p: float
+    concern_p: float
+    harm_p: dict[str, float]  # each harm category's probability (the rest is `none`)
+    crisis_threshold: float
+    concern_threshold: float
 
     @property
     def crisis(self) -> bool:
-        return self.above("crisis")
+        return self.crisis_p >= self.crisis_threshold
 
     @property
     def concern(self) -> bool:
-        return not self.crisis and self.above("concern")
+        return not self.crisis and self.concern_p >= self.concern_threshold
+
+    @property
+    def harm_total(self) -> float:
+        """How likely the message is a harmful request of any category (1 - p(none))."""
+        return sum(self.harm_p.values())
 
     @property
     def harm(self) -> tuple[str, ...]:
-        """The harm categories it flags, most likely first."""
-        flagged = [label for label in HARM_LABELS if self.above(label)]
-        return tuple(sorted(flagged, key=lambda label: -self.probabilities[label]))
+        """The most likely harm category, when the message is likely harmful at all."""
+        if self.harm_total < HARM_FLAG or not self.harm_p:
+            return ()
+        return (max(self.harm_p, key=self.harm_p.__getitem__),)
+
+    @property
+    def harmless(self) -> bool:
+        """Surely not a harmful request: the offline rules' harm flags are set aside (not self-harm)."""
+        return self.harm_total < HARM_CLEAR
 
     def reason(self, label: str) -> str:
-        return f"semantic:{label}:{self.probabilities.get(label, 0.0):.2f}"
+        p = {"crisis": self.crisis_p, "concern": self.concern_p}.get(label, self.harm_p.get(label, 0.0))
+        return f"semantic:{label}:{p:.2f}"
+
+
+def _sigmoid(value: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-value)))
 
 
 @dataclass(frozen=True)
 class Head:
-    coef: np.ndarray  # (labels, dim)
-    intercept: np.ndarray
-    labels: tuple[str, ...]
-    thresholds: np.ndarray
+    """The three linear heads tools/build_safety_head.py fits (see its docstring)."""
+
+    arrays: dict[str, np.ndarray]
     embedder: str
 
     @classmethod
     def load(cls, path: Path = HEAD_PATH) -> Head:
         with np.load(path) as data:
-            return cls(
-                data["coef"].astype(np.float32),
-                data["intercept"].astype(np.float32),
-                tuple(str(label) for label in data["labels"]),
-                data["thresholds"].astype(np.float32),
-                str(data["embedder"]),
-            )
+            arrays = {key: data[key] for key in data.files}
+        return cls(arrays, str(arrays["embedder"]))
 
     def read(self, vector: list[float] | np.ndarray) -> SemanticReading:
-        logits = self.coef @ np.asarray(vector, dtype=np.float32) + self.intercept
+        a, v = self.arrays, np.asarray(vector, dtype=np.float32)
+        crisis = _sigmoid(float(a["crisis_coef"][0] @ v + a["crisis_intercept"][0]))
+        concern = _sigmoid(float(a["concern_coef"][0] @ v + a["concern_intercept"][0]))
+        logits = a["harm_coef"] @ v + a["harm_intercept"]
         exp = np.exp(logits - logits.max())
-        probabilities = exp / exp.sum()
+        harm = exp / exp.sum()
+        labels = [str(label) for label in a["harm_labels"]][1:]  # [0] is none
         return SemanticReading(
-            {label: float(p) for label, p in zip(self.labels, probabilities, strict=True)},
-            {label: float(t) for label, t in zip(self.labels, self.thresholds, strict=True)},
+            crisis,
+            concern,
+            {label: float(p) for label, p in zip(labels, harm[1:], strict=True)},
+            float(a["crisis_threshold"]),
+            float(a["concern_threshold"]),
         )
 
 
@@ -138,8 +154,7 @@ def combined_signal(text: str, history: list[str], reading: SemanticReading | No
     if reading is None or signal.level == "crisis":
         return signal
     guarded = has_idiom(text) or bool(set(signal.reasons) & DOWNGRADES)
-    crisis_p = reading.probabilities.get("crisis", 0.0)
-    if reading.crisis and (not guarded or crisis_p >= GUARDED_CRISIS):
+    if reading.crisis and (not guarded or reading.crisis_p >= GUARDED_CRISIS):
         return CrisisSignal("crisis", (*signal.reasons, reading.reason("crisis")))
     if signal.level == "none" and reading.concern:
         return CrisisSignal("concern", (reading.reason("concern"),))
