@@ -1,10 +1,11 @@
-"""Shared fixtures: the real embedder (loaded once), settings on a temporary data directory."""
+"""Shared fixtures: the real embedder (loaded once), settings on a temporary data directory, the
+fake servers (tests/harness) on the test's loop, and the `stack` that builds engines and adapters."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,10 @@ from retrieval.ingest import Ingestor
 from retrieval.retriever import HybridRetriever
 from retrieval.sparse import Bm25Encoder
 from retrieval.store_edge import EdgeStore
+from tests.harness.discord_api import FakeDiscord
+from tests.harness.openai_server import FakeOpenAI
+from tests.harness.slack_api import FakeSlack
+from tests.harness.stack import Stack
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -44,6 +49,17 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
 @pytest.fixture
 def settings() -> Settings:
     return load_settings(None)
+
+
+@pytest.fixture
+def setenv(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Set environment variables for this test: `setenv(NAME="value", ...)`."""
+
+    def apply(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+
+    return apply
 
 
 GUIDES = {
@@ -75,6 +91,34 @@ async def retriever(tmp_path: Path, kb_dir: Path, embedder: Any) -> AsyncIterato
     await store.close()
 
 
+@pytest.fixture
+async def stack(tmp_path: Path, retriever: HybridRetriever) -> AsyncIterator[Stack]:
+    """Engines, chat models and adapters for this test (tests/harness/stack.py), all closed afterwards."""
+    built = Stack(tmp_path, retriever)
+    yield built
+    await built.aclose()
+
+
+@pytest.fixture
+async def openai_fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as server:
+        yield server
+
+
+@pytest.fixture
+async def discord_fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
+    """The fake Discord, with discord.py pointed at it for this test."""
+    async with FakeDiscord() as server:
+        server.patch(monkeypatch)
+        yield server
+
+
 @contextmanager
 def serving_in_thread(server: Any) -> Iterator[Any]:
     """Run an async-context-manager fake on its own loop in a thread, so a command under test
@@ -102,8 +146,6 @@ def serving_in_thread(server: Any) -> Iterator[Any]:
 @pytest.fixture
 def openai_in_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The fake OpenAI server in a thread, with the settings pointing at it, for commands under test."""
-    from tests.harness.openai_server import FakeOpenAI
-
     with serving_in_thread(FakeOpenAI()) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")

@@ -4,37 +4,18 @@ the real engine and embedded Qdrant, the fake OpenAI server where a model is nee
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import discord
-import openai
 import pytest
 
-from adapters.discord.gateway import DiscordAdapter, intents
-from bot.ops.admin import Admin
-from bot.engine.pipeline import Engine
-from bot.state.memory_sqlite import SqliteMemory
-from bot.llm.openai_model import OpenAIChatModel
+from adapters.discord.gateway import DiscordAdapter
 from config.settings import load_settings
-from retrieval.ingest import Ingestor
 from tests.harness import discord_payloads as dp
 from tests.harness.discord_api import FakeDiscord
 from tests.harness.openai_server import FakeOpenAI
-
-TIMEOUT = 10
-
-
-async def until(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
+from tests.harness.stack import Stack, until
 
 
 class Bot:
@@ -72,57 +53,24 @@ class Bot:
 
 
 @pytest.fixture
-async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as server:
-        server.patch(monkeypatch)
-        yield server
-
-
-@pytest.fixture
-async def openai_fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, kb_dir: Path) -> Callable[..., None]:
+def env(setenv: Callable[..., None], kb_dir: Path) -> Callable[..., None]:
     def apply(**values: str) -> None:
-        for name, value in {"DISCORD_TOKEN": dp.BOT_TOKEN, "ADVISOR_KNOWLEDGE_PATHS": str(kb_dir), **values}.items():
-            monkeypatch.setenv(name, value)
+        setenv(**{"DISCORD_TOKEN": dp.BOT_TOKEN, "ADVISOR_KNOWLEDGE_PATHS": str(kb_dir), **values})
 
     apply()
     return apply
 
 
 @pytest.fixture
-async def start(tmp_path: Path, retriever: Any, fake: FakeDiscord, openai_fake: FakeOpenAI, env: Any) -> AsyncIterator[Callable[..., Any]]:
-    stack: list[tuple[DiscordAdapter, asyncio.Task[None], Any]] = []
-
+def start(stack: Stack, discord_fake: FakeDiscord, openai_fake: FakeOpenAI, env: Any) -> Callable[..., Any]:
     async def launch(model: bool = False, edit_interval: float = 0.05) -> Bot:
         settings = load_settings(None)
-        chat_model = None
-        client_openai = None
-        if model:
-            client_openai = openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="test", max_retries=0)
-            chat_model = OpenAIChatModel(client_openai, "gpt-4o-mini", timeout=5)
-        engine = Engine(settings, retriever, SqliteMemory(tmp_path / "memory.sqlite3"), chat_model)
-        admin = Admin(engine, Ingestor(retriever.store, retriever.embedder, retriever.sparse), retriever.store, settings.core.knowledge_paths)
-        client = discord.Client(intents=intents(), guild_ready_timeout=0.05)
-        adapter = DiscordAdapter(engine, admin, settings, client=client, edit_interval=edit_interval)
-        task = asyncio.create_task(client.start(dp.BOT_TOKEN))
-        await asyncio.wait_for(client.wait_until_ready(), TIMEOUT)
-        await until(lambda: fake.calls_to("PUT", f"/applications/{dp.APPLICATION_ID}/commands"))
-        stack.append((adapter, task, client_openai))
-        return Bot(adapter, fake)
+        chat_model = stack.chat_model(openai_fake) if model else None
+        engine = stack.engine(settings, chat_model, memory=stack.memory("memory.sqlite3"))
+        adapter = await stack.discord_gateway(engine, settings, discord_fake, edit_interval=edit_interval)
+        return Bot(adapter, discord_fake)
 
-    yield launch
-    for adapter, task, client_openai in stack:
-        await adapter.client.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, TIMEOUT)
-        await adapter.engine.memory.close()
-        if client_openai is not None:
-            await client_openai.close()
+    return launch
 
 
 # -- conversations --------------------------------------------------------------------

@@ -12,35 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import openai
 import pytest
-from aiohttp import web
 from nacl.signing import SigningKey
 
 from adapters.discord.interactions import DiscordInteractions, is_admin
-from bot.ops.admin import Admin
-from bot.engine.pipeline import Engine
-from bot.state.memory_sqlite import SqliteMemory
-from bot.llm.openai_model import OpenAIChatModel
 from config.settings import AdminSettings, load_settings
-from retrieval.ingest import Ingestor
 from tests.harness import discord_payloads as dp
 from tests.harness.discord_webhooks import FakeWebhooks
 from tests.harness.openai_server import FakeOpenAI
+from tests.harness.stack import Stack
 
 TIMEOUT = 10
 APP_ID = "123456789012345678"
 KEY = SigningKey.generate()
 QUESTION = "How big should my emergency fund be?"
-
-
-async def until(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def signed(body: bytes, key: SigningKey = KEY, timestamp: int | None = None) -> dict[str, str]:
@@ -99,52 +84,27 @@ async def hooks() -> AsyncIterator[FakeWebhooks]:
 
 
 @pytest.fixture
-async def openai_fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-async def start(
-    tmp_path: Path,
-    kb_dir: Path,
-    retriever: Any,
-    hooks: FakeWebhooks,
-    openai_fake: FakeOpenAI,
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[Callable[..., Any]]:
-    cleanup: list[Callable[[], Any]] = []
-
+def start(
+    stack: Stack, kb_dir: Path, hooks: FakeWebhooks, openai_fake: FakeOpenAI, setenv: Callable[..., None]
+) -> Callable[..., Any]:
     async def launch(model: bool = False, edit_interval: float | None = None, **env: str) -> Endpoint:
-        values = {
+        setenv(**{
             "DISCORD_PUBLIC_KEY": KEY.verify_key.encode().hex(),
             "DISCORD_APPLICATION_ID": APP_ID,
             "ADVISOR_KNOWLEDGE_PATHS": str(kb_dir),
             **env,
-        }
-        for name, value in values.items():
-            monkeypatch.setenv(name, value)
+        })
         settings = load_settings(None)
-        chat_model = None
-        if model:
-            client = openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="test", max_retries=0)
-            chat_model = OpenAIChatModel(client, "gpt-4o-mini", timeout=5)
-            cleanup.append(client.close)
-        memory = SqliteMemory(tmp_path / "memory.sqlite3")
-        engine = Engine(settings, retriever, memory, chat_model)
-        ingestor = Ingestor(retriever.store, retriever.embedder, retriever.sparse)
-        admin = Admin(engine, ingestor, retriever.store, settings.core.knowledge_paths)
+        chat_model = stack.chat_model(openai_fake) if model else None
+        engine = stack.engine(settings, chat_model, memory=stack.memory("memory.sqlite3"))
+        admin = stack.admin(engine, settings)
         adapter = DiscordInteractions(engine, admin, settings, api_base=hooks.api_base, edit_interval=edit_interval)
-        runner = web.AppRunner(adapter.web_app(), access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        base = await stack.serve(adapter.web_app(), access_log=None, shutdown_timeout=1.0)  # drains before memory closes
         http = aiohttp.ClientSession()
-        cleanup[:0] = [http.close, runner.cleanup, memory.close]  # the server drains before memory closes
-        return Endpoint(adapter, hooks, f"http://127.0.0.1:{runner.addresses[0][1]}/discord/interactions", http)
+        stack.later(http.close)
+        return Endpoint(adapter, hooks, f"{base}/discord/interactions", http)
 
-    yield launch
-    for step in cleanup:
-        await step()
+    return launch
 
 
 # -- verification ------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
 import pytest
@@ -26,12 +25,6 @@ from tests.harness.slack_api import FakeSlack
 
 BOT_TOKEN = "xoxb-1-fake"
 APP_TOKEN = "xapp-1-fake"
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
 
 
 def web(slack: FakeSlack, token: str | None = BOT_TOKEN, **kw: object) -> AsyncWebClient:

@@ -15,24 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import discord
-import openai
 import pytest
-from aiohttp import web
 
-from adapters.discord.gateway import DiscordAdapter, intents
-from adapters.slack.app import PLACEHOLDER, SlackAdapter, build_client
-from bot.ops.admin import Admin
+from adapters.slack.app import PLACEHOLDER
 from bot.engine.pipeline import MEMORY_DOWN, MODEL_TROUBLE, Engine
-from bot.state.memory_sqlite import SqliteMemory
 from bot.ops.metrics import REGISTRY
 from bot.models import Final, IncomingMessage, Notice, ReplyEvent
-from bot.llm.openai_model import OpenAIChatModel
 from bot.state.redis_client import ping
 from bot.safety.crisis import protocol_message
 from bot.wiring import SharedState, build_shared
 from config.settings import Settings, load_settings
-from retrieval.ingest import Ingestor
 from retrieval.retriever import HybridRetriever
 from retrieval.store_errors import StoreError
 from tests.harness import discord_payloads as dp
@@ -41,6 +33,8 @@ from tests.harness.discord_api import FakeDiscord
 from tests.harness.openai_server import FakeOpenAI
 from tests.harness.redis_server import ClientFactory, RedisServer
 from tests.harness.slack_api import FakeSlack
+from tests.harness.stack import SlackDoor, Stack
+from tests.harness.stack import until as harness_until
 
 pytest_plugins = ["conftest_redis"]  # the redis_server and redis_clients fixtures
 
@@ -58,14 +52,8 @@ HIGH_LIMITS = {"ADVISOR_LIMITS_USER_PER_MINUTE": "100000", "ADVISOR_LIMITS_CONVE
 # -- helpers -------------------------------------------------------------------------------------
 
 
-async def until(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    """Poll `check` until it returns something truthy (a generous ceiling, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
+def until(check: Callable[[], Any], timeout: float = TIMEOUT) -> Awaitable[Any]:
+    return harness_until(check, timeout)
 
 
 def counter(name: str, **labels: str) -> float:
@@ -113,52 +101,8 @@ class FaultyStore:
         return hits
 
 
-class SlackDoor:
-    """One SlackAdapter served on its own port, and a way to post (signed) bodies to it."""
-
-    def __init__(self, adapter: SlackAdapter, url: str, slack: FakeSlack) -> None:
-        self.adapter, self.url, self.slack = adapter, url, slack
-
-    async def post(
-        self,
-        body: dict[str, Any] | bytes,
-        *,
-        headers: dict[str, str] | None = None,
-        content_type: str | None = None,
-        sign: bool = True,
-        session: aiohttp.ClientSession | None = None,
-    ) -> tuple[int, str]:
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        content_type = content_type or ("application/json" if isinstance(body, dict) else sp.FORM_CONTENT_TYPE)
-        all_headers = {"Content-Type": content_type, **(sp.sign(raw, SECRET) if sign else {}), **(headers or {})}
-        async with contextlib.AsyncExitStack() as stack:
-            if session is None:
-                session = await stack.enter_async_context(aiohttp.ClientSession())
-            async with session.post(self.url, data=raw, headers=all_headers) as response:
-                return response.status, await response.text()
-
-    def posts(self, method: str = "chat.postMessage") -> list[dict[str, Any]]:
-        return [call["args"] for call in self.slack.calls_to(method)]
-
-    def finals(self) -> list[dict[str, Any]]:
-        """Final answers as posted: updates and posts carrying blocks."""
-        return [a for a in self.posts("chat.update") + self.posts("chat.postMessage") if a.get("blocks")]
-
-
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def openai_fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, kb_dir: Path) -> Callable[..., Settings]:
+def env(setenv: Callable[..., None], kb_dir: Path) -> Callable[..., Settings]:
     """Set environment variables (Slack and Discord credentials, the knowledge base, any extra) and load settings."""
 
     def apply(**values: str) -> Settings:
@@ -168,54 +112,21 @@ def env(monkeypatch: pytest.MonkeyPatch, kb_dir: Path) -> Callable[..., Settings
             "DISCORD_TOKEN": dp.BOT_TOKEN,
             "ADVISOR_KNOWLEDGE_PATHS": str(kb_dir),
         }
-        for name, value in {**base, **values}.items():
-            monkeypatch.setenv(name, value)
+        setenv(**{**base, **values})
         return load_settings(None)
 
     return apply
 
 
 @pytest.fixture
-async def serve(slack: FakeSlack, retriever: Any) -> AsyncIterator[Callable[..., Awaitable[SlackDoor]]]:
+def serve(stack: Stack, slack: FakeSlack) -> Callable[..., Awaitable[SlackDoor]]:
     """Serve a SlackAdapter over `engine` on a free port, against the fake Slack."""
-    runners: list[web.AppRunner] = []
 
     async def start(engine: Engine, settings: Settings, **adapter_kwargs: Any) -> SlackDoor:
-        indexer = Ingestor(retriever.store, retriever.embedder, retriever.sparse)
-        admin = Admin(engine, indexer, retriever.store, settings.core.knowledge_paths)
-        adapter = SlackAdapter(
-            engine,
-            admin,
-            settings,
-            client=build_client("xoxb-test", slack.base_url),
-            bot_user_id=slack.bot_user_id,
-            update_interval=adapter_kwargs.pop("update_interval", 0.01),
-            **adapter_kwargs,
-        )
-        runner = web.AppRunner(adapter.web_app())
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        return SlackDoor(adapter, f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events", slack)
+        adapter_kwargs.setdefault("update_interval", 0.01)
+        return await stack.slack_door(engine, settings, slack, SECRET, bot_user_id=slack.bot_user_id, **adapter_kwargs)
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def sqlite_engine(tmp_path: Path, retriever: Any) -> AsyncIterator[Callable[..., Engine]]:
-    """Engines on SQLite memory (closed afterwards)."""
-    made: list[Engine] = []
-
-    def build(settings: Settings, model: Any = None, store_retriever: Any = None) -> Engine:
-        memory = SqliteMemory(tmp_path / f"memory{len(made)}.sqlite3")
-        made.append(Engine(settings, store_retriever or retriever, memory, model))
-        return made[-1]
-
-    yield build
-    for engine in made:
-        await engine.memory.close()
+    return start
 
 
 @pytest.fixture
@@ -240,13 +151,13 @@ async def shared_state(redis_clients: ClientFactory) -> AsyncIterator[Callable[[
 
 
 async def test_slack_flood_with_retries_across_two_processes_answers_each_message_once(
-    env: Any, redis_server: RedisServer, redis_clients: ClientFactory, shared_state: Any, retriever: Any, serve: Any, slack: FakeSlack
+    env: Any, redis_server: RedisServer, redis_clients: ClientFactory, shared_state: Any, stack: Stack, serve: Any, slack: FakeSlack
 ) -> None:
     settings = env(REDIS_URL=redis_server.url, **HIGH_LIMITS)
     doors: list[SlackDoor] = []
     for _ in range(2):  # two processes: each its own Redis client, engine and adapter, one Redis server
         state = await shared_state(settings)
-        engine = Engine(settings, retriever, state.memory, shared=state)
+        engine = stack.engine(settings, memory=state.memory, shared=state)
         doors.append(await serve(engine, settings, dedupe=state.dedupe, gate=lambda c=state.client: ping(c)))
 
     rng = random.Random(20240611)
@@ -299,79 +210,61 @@ async def test_slack_flood_with_retries_across_two_processes_answers_each_messag
 # -- 2. Discord messages across reconnects ------------------------------------------------------------
 
 
-@pytest.fixture
-async def discord_fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as server:
-        server.patch(monkeypatch)
-        yield server
-
-
 async def test_discord_messages_across_two_resumes_are_answered_exactly_once(
-    env: Any, discord_fake: FakeDiscord, sqlite_engine: Any, retriever: Any
+    env: Any, discord_fake: FakeDiscord, stack: Stack
 ) -> None:
     fake = discord_fake
     settings = env(**HIGH_LIMITS)
-    engine = sqlite_engine(settings)
-    admin = Admin(engine, Ingestor(retriever.store, retriever.embedder, retriever.sparse), retriever.store, settings.core.knowledge_paths)
-    client = discord.Client(intents=intents(), guild_ready_timeout=0.05)
-    adapter = DiscordAdapter(engine, admin, settings, client=client, edit_interval=0.05)
-    task = asyncio.create_task(client.start(dp.BOT_TOKEN))
-    try:
-        await asyncio.wait_for(client.wait_until_ready(), TIMEOUT)
-        await until(lambda: fake.calls_to("PUT", f"/applications/{dp.APPLICATION_ID}/commands"))
+    adapter = await stack.discord_gateway(stack.engine(settings), settings, fake, edit_interval=0.05, timeout=TIMEOUT)
 
-        def reply_to(message: dict[str, Any]) -> list[dict[str, Any]]:
-            channel = message["channel_id"]
-            return [
-                m for m in fake.messages_in(channel)
-                if m["author"]["id"] == dp.BOT_ID and (m.get("message_reference") or {}).get("message_id") == message["id"]
-            ]
+    def reply_to(message: dict[str, Any]) -> list[dict[str, Any]]:
+        channel = message["channel_id"]
+        return [
+            m for m in fake.messages_in(channel)
+            if m["author"]["id"] == dp.BOT_ID and (m.get("message_reference") or {}).get("message_id") == message["id"]
+        ]
 
-        def answered(message: dict[str, Any]) -> bool:
-            return any(m.get("components") for m in reply_to(message))
+    def answered(message: dict[str, Any]) -> bool:
+        return any(m.get("components") for m in reply_to(message))
 
-        def new_message(n: int) -> dict[str, Any]:
-            question = QUESTIONS[n % 3]
-            if n % 2:
-                return dp.message_create(question, channel_id=dp.DM_CHANNEL_ID, guild_id=None)
-            return dp.message_create(f"<@{dp.BOT_ID}> {question}")
+    def new_message(n: int) -> dict[str, Any]:
+        question = QUESTIONS[n % 3]
+        if n % 2:
+            return dp.message_create(question, channel_id=dp.DM_CHANNEL_ID, guild_id=None)
+        return dp.message_create(f"<@{dp.BOT_ID}> {question}")
 
-        messages = [new_message(n) for n in range(20)]
-        duplicates_before = counter("advisor_duplicates_dropped_total", platform="discord")
-        for message in messages[:6]:
-            await fake.dispatch("MESSAGE_CREATE", message)
-        await fake.drop_connection()  # answers are still streaming over REST while the gateway is gone
-        for message in messages[6:10]:  # sent while the bot is away: replayed on RESUME
-            await fake.dispatch("MESSAGE_CREATE", message)
-        await fake.wait_until(lambda: fake.resumes == 1 and fake.connected, TIMEOUT)
-        for message in messages[10:14]:
-            await fake.dispatch("MESSAGE_CREATE", message)
-        await fake.drop_connection()
-        for message in messages[14:20]:
-            await fake.dispatch("MESSAGE_CREATE", message)
-        await fake.wait_until(lambda: fake.resumes == 2 and fake.connected, TIMEOUT)
-        await until(lambda: all(answered(m) for m in messages[:10]))
-        again = [messages[0], messages[3], messages[7], messages[9]]  # already answered: replays of old deliveries
-        for message in again:
-            await fake.dispatch("MESSAGE_CREATE", message)
-        await until(lambda: all(answered(m) for m in messages))
-        await until(lambda: counter("advisor_duplicates_dropped_total", platform="discord") - duplicates_before >= len(again))
-        await asyncio.sleep(0.3)
+    messages = [new_message(n) for n in range(20)]
+    duplicates_before = counter("advisor_duplicates_dropped_total", platform="discord")
+    for message in messages[:6]:
+        await fake.dispatch("MESSAGE_CREATE", message)
+    await fake.drop_connection()  # answers are still streaming over REST while the gateway is gone
+    for message in messages[6:10]:  # sent while the bot is away: replayed on RESUME
+        await fake.dispatch("MESSAGE_CREATE", message)
+    await fake.wait_until(lambda: fake.resumes == 1 and fake.connected, TIMEOUT)
+    for message in messages[10:14]:
+        await fake.dispatch("MESSAGE_CREATE", message)
+    await fake.drop_connection()
+    for message in messages[14:20]:
+        await fake.dispatch("MESSAGE_CREATE", message)
+    await fake.wait_until(lambda: fake.resumes == 2 and fake.connected, TIMEOUT)
+    await until(lambda: all(answered(m) for m in messages[:10]))
+    again = [messages[0], messages[3], messages[7], messages[9]]  # already answered: replays of old deliveries
+    for message in again:
+        await fake.dispatch("MESSAGE_CREATE", message)
+    await until(lambda: all(answered(m) for m in messages))
+    await until(lambda: counter("advisor_duplicates_dropped_total", platform="discord") - duplicates_before >= len(again))
+    await asyncio.sleep(0.3)
 
-        assert fake.identifies == 1 and fake.resumes == 2 and fake.replayed >= 10
-        for message in messages:
-            replies = reply_to(message)
-            assert len(replies) == 1, (message["id"], len(replies))
-            assert replies[0]["components"] and "knowledge base" in replies[0]["content"]
-        sends = fake.calls_to("POST", f"/channels/{dp.CHANNEL_ID}/messages") + fake.calls_to(
-            "POST", f"/channels/{dp.DM_CHANNEL_ID}/messages"
-        )
-        assert len(sends) == len(messages)
-        assert sum(reason.startswith("duplicate delivery") for reason in adapter.ignored) >= len(again)
-    finally:
-        await client.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, TIMEOUT)
+    assert fake.identifies == 1 and fake.resumes == 2 and fake.replayed >= 10
+    for message in messages:
+        replies = reply_to(message)
+        assert len(replies) == 1, (message["id"], len(replies))
+        assert replies[0]["components"] and "knowledge base" in replies[0]["content"]
+    sends = fake.calls_to("POST", f"/channels/{dp.CHANNEL_ID}/messages") + fake.calls_to(
+        "POST", f"/channels/{dp.DM_CHANNEL_ID}/messages"
+    )
+    assert len(sends) == len(messages)
+    assert sum(reason.startswith("duplicate delivery") for reason in adapter.ignored) >= len(again)
 
 
 # -- 3. model faults mid-stream, through the Slack adapter --------------------------------------------
@@ -389,7 +282,7 @@ MODEL_FAULTS = {
 
 @pytest.mark.parametrize("case", list(MODEL_FAULTS), ids=list(MODEL_FAULTS))
 async def test_model_faults_give_one_placeholder_and_one_clear_final(
-    case: str, env: Any, openai_fake: FakeOpenAI, sqlite_engine: Any, serve: Any
+    case: str, env: Any, openai_fake: FakeOpenAI, stack: Stack, serve: Any
 ) -> None:
     kind, options, timeout, expected, retried = MODEL_FAULTS[case]
     settings = env()
@@ -398,16 +291,15 @@ async def test_model_faults_give_one_placeholder_and_one_clear_final(
     options = dict(options)
     times = options.pop("times", 1)
     openai_fake.fail_next("/chat/completions", kind, times=times, **options)
-    async with openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="test", max_retries=0) as client:
-        model = OpenAIChatModel(client, "gpt-4o-mini", timeout=timeout, retry_budget=1.0, base_delay=0.01)
-        engine = sqlite_engine(settings, model)
-        door = await serve(engine, settings)
-        errors_before = counter("advisor_answers_total", platform="slack", mode="error")
-        body = sp.app_mention(QUESTIONS[0])
-        status, _ = await door.post(body)
-        assert status == 200
-        (final,) = await until(door.finals)
-        await asyncio.sleep(0.2)
+    model = stack.chat_model(openai_fake, timeout=timeout, retry_budget=1.0, base_delay=0.01)
+    engine = stack.engine(settings, model)
+    door = await serve(engine, settings)
+    errors_before = counter("advisor_answers_total", platform="slack", mode="error")
+    body = sp.app_mention(QUESTIONS[0])
+    status, _ = await door.post(body)
+    assert status == 200
+    (final,) = await until(door.finals)
+    await asyncio.sleep(0.2)
 
     (placeholder,) = door.posts()  # exactly one post: the placeholder, nothing posted twice
     assert placeholder["text"] == PLACEHOLDER and placeholder["thread_ts"] == body["event"]["ts"]
@@ -435,37 +327,36 @@ def faulty(retriever: HybridRetriever) -> tuple[FaultyStore, HybridRetriever]:
 
 @pytest.mark.parametrize("fault", ["down", "slow"])
 async def test_knowledge_base_down_or_slow_the_answer_goes_on_and_says_so(
-    fault: str, env: Any, faulty: Any, openai_fake: FakeOpenAI, sqlite_engine: Any, serve: Any
+    fault: str, env: Any, faulty: Any, openai_fake: FakeOpenAI, stack: Stack, serve: Any
 ) -> None:
     store, hybrid = faulty
     settings = env(ADVISOR_RETRIEVAL_TIMEOUT_SECONDS="0.3")
     openai_fake.default_answer = "Aim for three to six months of essential expenses [1]."
-    async with openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="test", max_retries=0) as client:
-        model = OpenAIChatModel(client, "gpt-4o-mini", timeout=5, retry_budget=1.0, base_delay=0.01)
-        engine = sqlite_engine(settings, model, hybrid)
-        door = await serve(engine, settings)
-        store.fault = fault
-        body = sp.app_mention(QUESTIONS[0])
-        assert (await door.post(body))[0] == 200
-        (final,) = await until(door.finals)
-        assert store.started == 1 and store.completed == 0  # the answer is out; the search never returned
-        assert store.cancelled == (1 if fault == "slow" else 0)  # a hanging search was abandoned, not awaited
-        assert KB_DOWN in final["text"] and "Aim for three to six months" in final["text"], final["text"]
-        assert len(door.posts()) == 1
+    model = stack.chat_model(openai_fake, timeout=5, retry_budget=1.0, base_delay=0.01)
+    engine = stack.engine(settings, model, retriever=hybrid)
+    door = await serve(engine, settings)
+    store.fault = fault
+    body = sp.app_mention(QUESTIONS[0])
+    assert (await door.post(body))[0] == 200
+    (final,) = await until(door.finals)
+    assert store.started == 1 and store.completed == 0  # the answer is out; the search never returned
+    assert store.cancelled == (1 if fault == "slow" else 0)  # a hanging search was abandoned, not awaited
+    assert KB_DOWN in final["text"] and "Aim for three to six months" in final["text"], final["text"]
+    assert len(door.posts()) == 1
 
-        store.fault = None  # the store is back: the next question is answered from it, with sources
-        again = sp.app_mention(QUESTIONS[0], user="U2")
-        assert (await door.post(again))[0] == 200
-        finals = await until(lambda: len(door.finals()) == 2 and door.finals())
-        assert KB_DOWN not in finals[1]["text"] and any(b["type"] == "context" for b in finals[1]["blocks"])
+    store.fault = None  # the store is back: the next question is answered from it, with sources
+    again = sp.app_mention(QUESTIONS[0], user="U2")
+    assert (await door.post(again))[0] == 200
+    finals = await until(lambda: len(door.finals()) == 2 and door.finals())
+    assert KB_DOWN not in finals[1]["text"] and any(b["type"] == "context" for b in finals[1]["blocks"])
     turns = await engine.memory.history(f"slack:T1:C1:{body['event']['ts']}")
     assert [t.role for t in turns] == ["user", "assistant"]  # an answer without the knowledge base is still an answer
 
 
-async def test_a_hanging_search_is_abandoned_before_the_final_arrives(env: Any, faulty: Any, sqlite_engine: Any) -> None:
+async def test_a_hanging_search_is_abandoned_before_the_final_arrives(env: Any, faulty: Any, stack: Stack) -> None:
     store, hybrid = faulty
     settings = env(ADVISOR_RETRIEVAL_TIMEOUT_SECONDS="0.3")
-    engine = sqlite_engine(settings, None, hybrid)
+    engine = stack.engine(settings, retriever=hybrid)
     store.fault = "slow"
     seen_at_final: tuple[int, int, int] | None = None
     events: list[ReplyEvent] = []
@@ -486,11 +377,11 @@ async def test_a_hanging_search_is_abandoned_before_the_final_arrives(env: Any, 
 
 
 async def test_redis_down_memory_message_crisis_still_answered_and_turns_intact_after(
-    env: Any, redis_server: RedisServer, redis_clients: ClientFactory, shared_state: Any, retriever: Any
+    env: Any, redis_server: RedisServer, redis_clients: ClientFactory, shared_state: Any, stack: Stack
 ) -> None:
     settings = env(REDIS_URL=redis_server.url, **HIGH_LIMITS)
     state = await shared_state(settings)
-    engine = Engine(settings, retriever, state.memory, shared=state)
+    engine = stack.engine(settings, memory=state.memory, shared=state)
     first = await collect(engine, incoming(QUESTIONS[0], thread="t1"))
     assert isinstance(first[-1], Final) and first[-1].mode == "offline"
     before = await state.memory.history("slack:T1:C1:t1")
@@ -518,11 +409,11 @@ async def test_redis_down_memory_message_crisis_still_answered_and_turns_intact_
 
 
 async def test_slack_door_refuses_deliveries_while_redis_is_down_and_takes_them_after(
-    env: Any, redis_server: RedisServer, redis_clients: ClientFactory, shared_state: Any, retriever: Any, serve: Any
+    env: Any, redis_server: RedisServer, redis_clients: ClientFactory, shared_state: Any, stack: Stack, serve: Any
 ) -> None:
     settings = env(REDIS_URL=redis_server.url, **HIGH_LIMITS)
     state = await shared_state(settings)
-    engine = Engine(settings, retriever, state.memory, shared=state)
+    engine = stack.engine(settings, memory=state.memory, shared=state)
     door = await serve(engine, settings, dedupe=state.dedupe, gate=lambda: ping(state.client))
     body = sp.app_mention(QUESTIONS[1])
     redis_server.stop()
@@ -582,10 +473,10 @@ async def good_event_is_answered(door: SlackDoor) -> None:
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
-async def test_bad_input_is_refused_or_ignored_never_a_500(case: str, env: Any, sqlite_engine: Any, serve: Any) -> None:
+async def test_bad_input_is_refused_or_ignored_never_a_500(case: str, env: Any, stack: Stack, serve: Any) -> None:
     raw, content_type, acceptable = BAD_INPUTS[case]
     settings = env()
-    door = await serve(sqlite_engine(settings), settings)
+    door = await serve(stack.engine(settings), settings)
     status, text = await door.post(raw, content_type=content_type)
     assert status in acceptable, (status, text)
     await asyncio.sleep(0.2)
@@ -595,9 +486,9 @@ async def test_bad_input_is_refused_or_ignored_never_a_500(case: str, env: Any, 
     await good_event_is_answered(door)
 
 
-async def test_door_limits_size_type_and_method(env: Any, sqlite_engine: Any, serve: Any) -> None:
+async def test_door_limits_size_type_and_method(env: Any, stack: Stack, serve: Any) -> None:
     settings = env()
-    door = await serve(sqlite_engine(settings), settings)
+    door = await serve(stack.engine(settings), settings)
     big = json.dumps({"type": "event_callback", "padding": "x" * (1024 * 1024 + 1)}).encode()
     assert (await door.post(big, content_type="application/json"))[0] == 413
 
@@ -623,9 +514,9 @@ async def test_door_limits_size_type_and_method(env: Any, sqlite_engine: Any, se
     await good_event_is_answered(door)
 
 
-async def test_a_signed_event_callback_whose_event_is_not_an_object_is_not_a_500(env: Any, sqlite_engine: Any, serve: Any) -> None:
+async def test_a_signed_event_callback_whose_event_is_not_an_object_is_not_a_500(env: Any, stack: Stack, serve: Any) -> None:
     settings = env()
-    door = await serve(sqlite_engine(settings), settings)
+    door = await serve(stack.engine(settings), settings)
     status, _ = await door.post({"type": "event_callback", "team_id": "T1", "event": "app_mention"})
     assert status < 500
     await asyncio.sleep(0.2)

@@ -213,9 +213,8 @@ def test_user_asking_for_the_system_prompt_is_still_wrapped_as_data() -> None:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
+def fake(openai_fake: FakeOpenAI) -> FakeOpenAI:
+    return openai_fake
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,8 @@ SECRET = "how do i get away with murdering zebra-7731"
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as server:
-        yield server
+def fake(openai_fake: FakeOpenAI) -> FakeOpenAI:
+    return openai_fake
 
 
 def client_for(fake: FakeOpenAI) -> openai.AsyncOpenAI:

@@ -6,121 +6,55 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import openai
 import pytest
-from aiohttp import web
 
-from adapters.slack.app import SlackAdapter, build_client
-from bot.ops.admin import Admin
-from bot.engine.pipeline import Engine
-from bot.state.memory_sqlite import SqliteMemory
-from bot.llm.openai_model import OpenAIChatModel
 from config.settings import load_settings
-from retrieval.ingest import Ingestor
 from tests.harness import slack_payloads as sp
 from tests.harness.openai_server import FakeOpenAI
 from tests.harness.slack_api import FakeSlack
+from tests.harness.stack import SlackDoor, Stack, until
 
 SECRET = "test-signing-secret"
 
 
-class Harness:
-    """The adapter served on a free port, the fake Slack it calls, and a signed-request sender."""
-
-    def __init__(self, adapter: SlackAdapter, slack: FakeSlack, url: str) -> None:
-        self.adapter, self.slack, self.url = adapter, slack, url
-
-    async def post(self, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None, sign: bool = True) -> tuple[int, str]:
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        content_type = sp.FORM_CONTENT_TYPE if isinstance(body, bytes) else "application/json"
-        all_headers = {"Content-Type": content_type, **(sp.sign(raw, SECRET) if sign else {}), **(headers or {})}
-        async with aiohttp.ClientSession() as session, session.post(self.url, data=raw, headers=all_headers) as response:
-            return response.status, await response.text()
-
-    def posts(self, method: str = "chat.postMessage") -> list[dict[str, Any]]:
-        return [call["args"] for call in self.slack.calls_to(method)]
-
-    def finals(self) -> list[dict[str, Any]]:
-        """Answers as posted at the end: updates and posts that carry blocks."""
-        return [a for a in self.posts("chat.update") + self.posts("chat.postMessage") if a.get("blocks")]
-
-
-async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
-async def settle(harness: Harness, seconds: float = 0.5) -> None:
+async def settle(harness: SlackDoor, seconds: float = 0.5) -> None:
     """Give background handlers time to (not) act."""
     await asyncio.sleep(seconds)
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        fake.admins = {"UADMIN"}
-        yield fake
+def slack(slack: FakeSlack) -> FakeSlack:
+    slack.admins = {"UADMIN"}
+    return slack
 
 
 @pytest.fixture
-async def openai_fake() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def configure(monkeypatch: pytest.MonkeyPatch, kb_dir: Path) -> Callable[..., None]:
+def configure(setenv: Callable[..., None], kb_dir: Path) -> Callable[..., None]:
     def apply(**env: str) -> None:
-        values = {
-            "SLACK_BOT_TOKEN": "xoxb-test",
-            "SLACK_SIGNING_SECRET": SECRET,
-            "ADVISOR_KNOWLEDGE_PATHS": str(kb_dir),
-            "ADVISOR_ADMINS_SLACK_USER_IDS": "UCONFIGADMIN",
-            **env,
-        }
-        for name, value in values.items():
-            monkeypatch.setenv(name, value)
+        setenv(
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_SIGNING_SECRET=SECRET,
+            ADVISOR_KNOWLEDGE_PATHS=str(kb_dir),
+            ADVISOR_ADMINS_SLACK_USER_IDS="UCONFIGADMIN",
+        )
+        setenv(**env)
 
     apply()
     return apply
 
 
 @pytest.fixture
-async def make(tmp_path: Path, retriever: Any, slack: FakeSlack, openai_fake: FakeOpenAI, configure: Any) -> AsyncIterator[Callable[..., Any]]:
-    runners: list[web.AppRunner] = []
-    clients: list[openai.AsyncOpenAI] = []
-
-    async def build(model: bool = False, update_interval: float = 0.05) -> Harness:
+def make(stack: Stack, slack: FakeSlack, openai_fake: FakeOpenAI, configure: Any) -> Callable[..., Any]:
+    async def build(model: bool = False, update_interval: float = 0.05) -> SlackDoor:
         settings = load_settings(None)
-        chat_model = None
-        if model:
-            client = openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="test", max_retries=0)
-            clients.append(client)
-            chat_model = OpenAIChatModel(client, "gpt-4o-mini", timeout=5)
-        engine = Engine(settings, retriever, SqliteMemory(tmp_path / f"memory{len(runners)}.sqlite3"), chat_model)
-        indexer = Ingestor(retriever.store, retriever.embedder, retriever.sparse)
-        admin = Admin(engine, indexer, retriever.store, settings.core.knowledge_paths)
-        adapter = SlackAdapter(engine, admin, settings, client=build_client("xoxb-test", slack.base_url), update_interval=update_interval)
-        runner = web.AppRunner(adapter.web_app())
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        return Harness(adapter, slack, f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events")
+        engine = stack.engine(settings, stack.chat_model(openai_fake) if model else None)
+        return await stack.slack_door(engine, settings, slack, SECRET, update_interval=update_interval)
 
-    yield build
-    for runner in runners:
-        await runner.cleanup()
-    for client in clients:
-        await client.close()
+    return build
 
 
 # -- transport and signatures --------------------------------------------------

@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import Any
 
-import discord
-import openai
-import pytest
-
-from adapters.discord.gateway import DiscordAdapter, intents
+from adapters.discord.gateway import DiscordAdapter
 from bot.ops.admin import Admin
-from bot.engine.pipeline import Engine
-from bot.llm.openai_model import OpenAIChatModel
 from bot.wiring import SharedState, build_shared
 from config.settings import load_settings
 from tests.harness import discord_payloads as dp
 from tests.harness.discord_api import FakeDiscord
 from tests.harness.openai_server import FakeOpenAI
 from tests.harness.redis_server import RedisServer
+from tests.harness.stack import Stack, until
 
 pytest_plugins = ["conftest_redis"]
 ANSWER = "Keep three to six months of essential expenses in an easy-access account. " * 5
-
-
-@pytest.fixture
-async def discord_fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as fake:
-        fake.patch(monkeypatch)
-        yield fake
 
 
 def awaits(coro: Any, code: Any) -> bool:
@@ -41,55 +29,34 @@ def awaits(coro: Any, code: Any) -> bool:
     return False
 
 
-async def until(check: Any, timeout: float = 15.0) -> Any:
-    async def poll() -> Any:
-        while not (result := check()):
-            await asyncio.sleep(0.02)
-        return result
-
-    return await asyncio.wait_for(poll(), timeout)
-
-
-async def worker(settings: Any, retriever: Any, model: FakeOpenAI) -> tuple[DiscordAdapter, SharedState, openai.AsyncOpenAI]:
+async def worker(settings: Any, stack: Stack, model: FakeOpenAI) -> tuple[DiscordAdapter, SharedState]:
     """One worker process: its own Redis clients, engine and gateway client."""
     shared = await build_shared(settings)
     assert shared is not None
-    client = openai.AsyncOpenAI(base_url=model.base_url, api_key="test", max_retries=0)
-    engine = Engine(settings, retriever, shared.memory, OpenAIChatModel(client, "gpt-4o-mini", timeout=5), shared=shared)
-    admin = Admin(engine, None, retriever.store, [])
-    adapter = DiscordAdapter(
-        engine,
-        admin,
-        settings,
-        client=discord.Client(intents=intents(), guild_ready_timeout=0.05),
-        edit_interval=0.05,
-        dedupe=shared.dedupe,
-        journal=shared.journal("discord"),
+    engine = stack.engine(settings, stack.chat_model(model), memory=shared.memory, shared=shared)
+    admin = Admin(engine, None, stack.retriever.store, [])
+    adapter = stack.discord_adapter(
+        engine, settings, admin, edit_interval=0.05, dedupe=shared.dedupe, journal=shared.journal("discord")
     )
-    return adapter, shared, client
+    return adapter, shared
 
 
 async def test_a_crashed_workers_answer_is_finished_by_the_next_in_the_same_message(
-    discord_fake: FakeDiscord, redis_server: RedisServer, retriever: Any, monkeypatch: pytest.MonkeyPatch
+    discord_fake: FakeDiscord, redis_server: RedisServer, stack: Stack, setenv: Callable[..., None]
 ) -> None:
     redis_server.flush()
-    for name, value in {
-        "REDIS_URL": redis_server.url,
-        "ADVISOR_MEMORY_WORK_LEASE_SECONDS": "1",
-        "ADVISOR_SAFETY_MODERATION": "false",
-    }.items():
-        monkeypatch.setenv(name, value)
+    setenv(REDIS_URL=redis_server.url, ADVISOR_MEMORY_WORK_LEASE_SECONDS="1", ADVISOR_SAFETY_MODERATION="false")
     settings = load_settings(None)
     async with FakeOpenAI() as model:
         model.chunk_delay = 0.05  # a few seconds of streaming: the crash comes mid-answer
         model.default_answer = ANSWER
-        first, first_shared, first_client = await worker(settings, retriever, model)
+        first, first_shared = await worker(settings, stack, model)
         run = asyncio.create_task(first.client.start(dp.BOT_TOKEN))
         await asyncio.wait_for(first.client.wait_until_ready(), 10)
         question = dp.message_create("How big should my emergency fund be?", channel_id=dp.DM_CHANNEL_ID, guild_id=None)
         await discord_fake.dispatch("MESSAGE_CREATE", question)
-        sent = await until(lambda: discord_fake.calls_to("POST", f"/channels/{dp.DM_CHANNEL_ID}/messages"))
-        await until(lambda: first._working and (first.journal is not None))
+        sent = await until(lambda: discord_fake.calls_to("POST", f"/channels/{dp.DM_CHANNEL_ID}/messages"), 15)
+        await until(lambda: first._working and (first.journal is not None), 15)
         await asyncio.sleep(0.2)  # the journal records the posted part
         # the crash: the answering task dies where it stands, nothing renews its lease
         crashed = [t for t in asyncio.all_tasks() if awaits(t.get_coro(), DiscordAdapter._work.__code__)]
@@ -100,7 +67,7 @@ async def test_a_crashed_workers_answer_is_finished_by_the_next_in_the_same_mess
         await asyncio.gather(run, return_exceptions=True)
         assert await first_shared.journal("discord").pending() == 1  # left unfinished
 
-        second, second_shared, second_client = await worker(settings, retriever, model)
+        second, second_shared = await worker(settings, stack, model)
         run = asyncio.create_task(second.client.start(dp.BOT_TOKEN))
         recovery = asyncio.create_task(second.recover(interval=0.2))
         try:
@@ -119,6 +86,5 @@ async def test_a_crashed_workers_answer_is_finished_by_the_next_in_the_same_mess
         history = await second_shared.memory.history(f"discord:dm:{dp.DM_CHANNEL_ID}:{question['id']}")
         assert [turn.role for turn in history] == ["user", "assistant"]  # the cut-off turn replaced, not doubled
         assert await second_shared.journal("discord").pending() == 0
-        for shared, client in ((first_shared, first_client), (second_shared, second_client)):
-            await client.close()
+        for shared in (first_shared, second_shared):
             await shared.close()

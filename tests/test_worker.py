@@ -4,11 +4,10 @@ endpoints on ADVISOR_METRICS_PORT, and a graceful stop that lets an answer in fl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import pytest
 
 from adapters.serve import run_discord_gateway
 from bot.wiring import build_services
@@ -17,39 +16,23 @@ from tests.harness import discord_payloads as dp
 from tests.harness.discord_api import FakeDiscord
 from tests.harness.loopback import free_port
 from tests.harness.openai_server import FakeOpenAI
-
-
-@pytest.fixture
-async def discord_fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as fake:
-        fake.patch(monkeypatch)
-        yield fake
-
-
-async def until(check: Any, timeout: float = 10.0) -> Any:
-    async def poll() -> Any:
-        while not (result := check()):
-            await asyncio.sleep(0.02)
-        return result
-
-    return await asyncio.wait_for(poll(), timeout)
+from tests.harness.stack import until
 
 
 async def test_sharded_gateway_ops_endpoints_and_a_graceful_stop(
-    discord_fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch, kb_dir: Any
+    discord_fake: FakeDiscord, setenv: Callable[..., None], kb_dir: Any
 ) -> None:
     port = free_port()
     async with FakeOpenAI() as model:
         model.chunk_delay = 0.05  # an answer takes a while: it is in flight when the stop comes
         model.script_chat("Keep three to six months of expenses in an easy-access account [1]. " * 3)
-        for name, value in {
-            "DISCORD_TOKEN": dp.BOT_TOKEN,
-            "ADVISOR_METRICS_PORT": str(port),
-            "OPENAI_BASE_URL": model.base_url,
-            "OPENAI_API_KEY": "sk-test",
-            "ADVISOR_SAFETY_MODERATION": "false",
-        }.items():
-            monkeypatch.setenv(name, value)
+        setenv(
+            DISCORD_TOKEN=dp.BOT_TOKEN,
+            ADVISOR_METRICS_PORT=str(port),
+            OPENAI_BASE_URL=model.base_url,
+            OPENAI_API_KEY="sk-test",
+            ADVISOR_SAFETY_MODERATION="false",
+        )
         settings = load_settings(None)
         services = await build_services(settings)
         stop = asyncio.Event()
@@ -82,7 +65,7 @@ async def test_sharded_gateway_ops_endpoints_and_a_graceful_stop(
 
 
 async def test_socket_mode_stops_taking_events_and_finishes_the_answer_in_flight(
-    monkeypatch: pytest.MonkeyPatch, kb_dir: Any
+    setenv: Callable[..., None], kb_dir: Any
 ) -> None:
     from tests.harness import slack_payloads as sp
     from tests.harness.slack_api import FakeSlack
@@ -92,15 +75,14 @@ async def test_socket_mode_stops_taking_events_and_finishes_the_answer_in_flight
     async with FakeSlack() as slack, FakeOpenAI() as model:
         model.chunk_delay = 0.05
         model.script_chat("Keep three to six months of expenses in an easy-access account [1]. " * 3)
-        for name, value in {
-            "SLACK_BOT_TOKEN": "xoxb-test",
-            "SLACK_APP_TOKEN": "xapp-1-test",
-            "ADVISOR_SLACK_API_URL": slack.base_url,
-            "OPENAI_BASE_URL": model.base_url,
-            "OPENAI_API_KEY": "sk-test",
-            "ADVISOR_SAFETY_MODERATION": "false",
-        }.items():
-            monkeypatch.setenv(name, value)
+        setenv(
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_APP_TOKEN="xapp-1-test",
+            ADVISOR_SLACK_API_URL=slack.base_url,
+            OPENAI_BASE_URL=model.base_url,
+            OPENAI_API_KEY="sk-test",
+            ADVISOR_SAFETY_MODERATION="false",
+        )
         settings = load_settings(None)
         services = await build_services(settings)
         stop = asyncio.Event()
