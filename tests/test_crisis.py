@@ -247,6 +247,8 @@ def test_eval_crisis_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         "crisis_caught": 1,
         "benign_total": 2,
         "false_alarms": 0,
+        "recall": 0.5,
+        "false_alarm_rate": 0.0,
         "missed": ["How do I budget?"],
         "alarmed": [],
     }

@@ -731,6 +731,11 @@ def _analyse(text: str) -> _Findings:
 DOWNGRADES = frozenset({"negated", "reported", "third_party", "fiction", "past", "topic"})
 
 
+def has_indirect_sign(text: str) -> bool:
+    """Whether an indirect sign stands in the message (giving things away, a burden, no way out...)."""
+    return bool(_analyse(text).weights)
+
+
 def has_idiom(text: str) -> bool:
     """Whether the message holds one of the idioms the rules blank ("this job is killing me")."""
     return bool(_IDIOMS.search(normalise(text)))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.ports import Embedder
-from bot.safety.crisis import DOWNGRADES, CrisisSignal, detect, has_idiom
+from bot.safety.crisis import DOWNGRADES, CrisisSignal, detect, has_idiom, has_indirect_sign
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class SemanticDetector:
 
 
 GUARDED_CRISIS = 0.9  # what the head needs alone where the rules saw an idiom, or someone else, a negation, the past
+WEAK_CRISIS = 0.5  # what it needs beside an indirect sign the rules found (two weak signs make a crisis)
 
 
 def combined_signal(text: str, history: list[str], reading: SemanticReading | None) -> CrisisSignal:
@@ -155,6 +156,8 @@ def combined_signal(text: str, history: list[str], reading: SemanticReading | No
         return signal
     guarded = has_idiom(text) or bool(set(signal.reasons) & DOWNGRADES)
     if reading.crisis and (not guarded or reading.crisis_p >= GUARDED_CRISIS):
+        return CrisisSignal("crisis", (*signal.reasons, reading.reason("crisis")))
+    if not guarded and reading.crisis_p >= WEAK_CRISIS and has_indirect_sign(text):
         return CrisisSignal("crisis", (*signal.reasons, reading.reason("crisis")))
     if signal.level == "none" and reading.concern:
         return CrisisSignal("concern", (reading.reason("concern"),))
