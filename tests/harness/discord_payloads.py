@@ -24,6 +24,8 @@ import secrets
 import time
 from typing import Any
 
+from tests.harness.ids import Rising
+
 Json = dict[str, Any]
 
 DISCORD_EPOCH_MS = 1_420_070_400_000  # 2015-01-01T00:00:00Z, the snowflake epoch
@@ -140,7 +142,7 @@ class Intents:
 
 # ----- ids and times ---------------------------------------------------------------------------------
 
-_last_snowflake = 0
+_snowflakes = Rising()
 
 
 def snowflake(at: float | None = None) -> str:
@@ -149,13 +151,9 @@ def snowflake(at: float | None = None) -> str:
     Without `at` (unix seconds) ids come from the clock and strictly increase, so an id minted later
     (a bot reply) always sorts after an earlier one (the message it answers).
     """
-    global _last_snowflake
     ms = int((time.time() if at is None else at) * 1000) - DISCORD_EPOCH_MS
     value = (ms << 22) | (1 << 17) | (1 << 12)
-    if at is not None:
-        return str(value)
-    _last_snowflake = max(value, _last_snowflake + 1)
-    return str(_last_snowflake)
+    return str(value if at is not None else _snowflakes.after(value))
 
 
 def snowflake_time(value: str | int) -> float:
@@ -675,19 +673,23 @@ def _option(name: str, value: Any) -> Json:
 def _interaction_base(
     *,
     type: int,
-    user_id: str,
     guild_id: str | None,
     channel_id: str,
-    permissions: str | int | None,
-    roles: list[str] | None,
-    application_id: str,
-    app_permissions: str | int | None,
-    locale: str,
-    interaction_id: str | None,
-    token: str | None,
-    channel: Json | None,
-    username: str | None,
+    user_id: str = USER_ID,
+    permissions: str | int | None = None,
+    roles: list[str] | None = None,
+    application_id: str = APPLICATION_ID,
+    app_permissions: str | int | None = None,
+    locale: str = "en-US",
+    interaction_id: str | None = None,
+    token: str | None = None,
+    channel: Json | None = None,
+    username: str | None = None,
 ) -> Json:
+    """The fields every interaction carries. The builders below take all but `type`, `guild_id` and
+    `channel_id` as `**invoker`: who invokes it (`user_id`, `username`; in a guild the `roles` and
+    the channel-level `permissions` of the member), the app (`application_id`, `app_permissions`),
+    `locale`, `interaction_id`, `token` and (commands only) the `channel` object."""
     invoker = user(str(user_id), username)
     gid = str(guild_id) if guild_id is not None else None
     out: Json = {
@@ -731,21 +733,12 @@ def interaction_create(
     name: str = "advisor",
     subcommand: str | None = "ask",
     options: dict[str, Any] | None = None,
-    user_id: str = USER_ID,
+    *,
     guild_id: str | None = GUILD_ID,
     channel_id: str = CHANNEL_ID,
-    permissions: str | int | None = None,
-    roles: list[str] | None = None,
-    *,
     command_id: str = COMMAND_ID,
-    application_id: str = APPLICATION_ID,
-    app_permissions: str | int | None = None,
-    locale: str = "en-US",
-    interaction_id: str | None = None,
-    token: str | None = None,
-    channel: Json | None = None,
-    username: str | None = None,
     command_guild_id: str | None = None,
+    **invoker: Any,
 ) -> Json:
     """An INTERACTION_CREATE body for a slash command (type 2 APPLICATION_COMMAND, data type 1 CHAT_INPUT).
 
@@ -754,7 +747,7 @@ def interaction_create(
     Python values (str 3, int 4, bool 5, float 10) or pass {"type": ..., "value": ...} dicts.
     In a guild the invoker is `member` (with `permissions`, the channel-level permission string,
     and `roles`); with guild_id=None it is `user` in a DM. `command_guild_id` is set for commands
-    registered to a guild (data.guild_id).
+    registered to a guild (data.guild_id). `invoker`: see _interaction_base.
     """
     leaves = [_option(key, value) for key, value in (options or {}).items()]
     data: Json = {"id": str(command_id), "name": name, "type": 1}
@@ -764,23 +757,7 @@ def interaction_create(
         data["options"] = leaves
     if command_guild_id is not None:
         data["guild_id"] = str(command_guild_id)
-    out = _interaction_base(
-        type=2,
-        user_id=user_id,
-        guild_id=guild_id,
-        channel_id=channel_id,
-        permissions=permissions,
-        roles=roles,
-        application_id=application_id,
-        app_permissions=app_permissions,
-        locale=locale,
-        interaction_id=interaction_id,
-        token=token,
-        channel=channel,
-        username=username,
-    )
-    out["data"] = data
-    return out
+    return {**_interaction_base(type=2, guild_id=guild_id, channel_id=channel_id, **invoker), "data": data}
 
 
 def component_interaction(
@@ -789,43 +766,20 @@ def component_interaction(
     *,
     component_type: int = 2,
     values: list[str] | None = None,
-    user_id: str = USER_ID,
     guild_id: str | None = "from-message",
     channel_id: str | None = None,
-    permissions: str | int | None = None,
-    roles: list[str] | None = None,
-    application_id: str = APPLICATION_ID,
-    app_permissions: str | int | None = None,
-    locale: str = "en-US",
-    interaction_id: str | None = None,
-    token: str | None = None,
-    username: str | None = None,
+    **invoker: Any,
 ) -> Json:
     """An INTERACTION_CREATE body for a component (type 3 MESSAGE_COMPONENT) on `message`.
 
     component_type 2 is a button, 3 a string select (pass `values`). The channel defaults to the
     message's; the guild to the message's guild_id, else GUILD_ID (REST-shaped messages, e.g.
     FakeDiscord.get_message(), carry none). Pass guild_id=None for a message in a DM.
+    `invoker`: see _interaction_base.
     """
     gid = message.get("guild_id", GUILD_ID) if guild_id == "from-message" else guild_id
     data: Json = {"custom_id": custom_id, "component_type": component_type}
     if values is not None or component_type in (3, 5, 6, 7, 8):
         data["values"] = list(values or [])
-    out = _interaction_base(
-        type=3,
-        user_id=user_id,
-        guild_id=gid,
-        channel_id=channel_id or message["channel_id"],
-        permissions=permissions,
-        roles=roles,
-        application_id=application_id,
-        app_permissions=app_permissions,
-        locale=locale,
-        interaction_id=interaction_id,
-        token=token,
-        channel=None,
-        username=username,
-    )
-    out["data"] = data
-    out["message"] = _strip_guild_fields(message)
-    return out
+    out = _interaction_base(type=3, guild_id=gid, channel_id=channel_id or message["channel_id"], **invoker)
+    return {**out, "data": data, "message": _strip_guild_fields(message)}

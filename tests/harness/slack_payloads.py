@@ -21,8 +21,11 @@ import json
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
+
+from tests.harness.ids import Rising
 
 Json = dict[str, Any]
 
@@ -31,7 +34,7 @@ API_APP_ID = "AADVISOR"
 VERIFICATION_TOKEN = "fake-verification-token"  # deprecated by Slack but still sent in every body
 TEAM_DOMAIN = "fake-team"
 
-_last_ts = 0
+_timestamps = Rising()
 _counter = itertools.count(1)
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
@@ -42,9 +45,8 @@ def new_ts() -> str:
     Shared by these builders and the fake Web API, so a bot reply always sorts after the message
     that triggered it.
     """
-    global _last_ts
-    _last_ts = max(int(time.time() * 1_000_000), _last_ts + 1)
-    return f"{_last_ts // 1_000_000}.{_last_ts % 1_000_000:06d}"
+    micros = _timestamps.after(int(time.time() * 1_000_000))
+    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
 
 def new_event_id() -> str:
@@ -125,230 +127,141 @@ def event_callback(
     }
 
 
-def _user_message(
-    kind: str,
-    text: str,
-    *,
-    user: str,
+@dataclass(frozen=True)
+class _Where:
+    """Where and when a message event happens, and its envelope."""
+
+    channel: str
+    ts: str
+    thread_ts: str | None
+    team: str
+    channel_type: str | None
+    envelope: Json  # event_id, bot_user_id: see event_callback
+
+    def wrap(self, event: Json) -> Json:
+        return event_callback(event, team=self.team, **self.envelope)
+
+
+def _where(
     channel: str,
-    ts: str | None,
-    thread_ts: str | None,
-    team: str,
-    channel_type: str | None,
-    parent_user_id: str | None = None,
-) -> Json:
-    ts = ts or new_ts()
-    event: Json = {
-        "client_msg_id": str(uuid.uuid4()),
-        "type": kind,
-        "text": text,
-        "user": user,
-        "ts": ts,
-        "blocks": rich_text_blocks(text),
-        "team": team,
-    }
-    if thread_ts is not None:
-        event["thread_ts"] = thread_ts
+    *,
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    team: str = "T1",
+    channel_type: str | None = "channel",
+    event_id: str | None = None,
+    bot_user_id: str = "UBOT",
+) -> _Where:
+    """What every message builder below takes as `**more`: `ts` (default: a fresh one), `thread_ts` (in
+    that thread), `team`, `channel_type` ("channel"; "group" for private) and the envelope's `event_id`
+    and `bot_user_id`."""
+    envelope = {"event_id": event_id, "bot_user_id": bot_user_id}
+    return _Where(channel, ts or new_ts(), thread_ts, team, channel_type, envelope)
+
+
+def _said(text: str, user: str, ts: str, team: str, kind: str = "message") -> Json:
+    """What every user's message carries: its text (also as rich_text blocks), author, ts and team."""
+    return {"type": kind, "text": text, "user": user, "ts": ts, "blocks": rich_text_blocks(text), "team": team}
+
+
+def _user_event(kind: str, text: str, user: str, where: _Where, parent_user_id: str | None = None) -> Json:
+    """A user's message event (`kind` "message" or "app_mention") in its event_callback body."""
+    event: Json = {"client_msg_id": str(uuid.uuid4()), **_said(text, user, where.ts, where.team, kind)}
+    if where.thread_ts is not None:
+        event["thread_ts"] = where.thread_ts
         if parent_user_id is not None:
             event["parent_user_id"] = parent_user_id
-    event["channel"] = channel
-    event["event_ts"] = ts
-    if channel_type is not None:
-        event["channel_type"] = channel_type
-    return event
+    event["channel"] = where.channel
+    event["event_ts"] = where.ts
+    if where.channel_type is not None:
+        event["channel_type"] = where.channel_type
+    return where.wrap(event)
 
 
 def app_mention(
-    text: str,
-    user: str = "U1",
-    channel: str = "C1",
-    ts: str | None = None,
-    thread_ts: str | None = None,
-    event_id: str | None = None,
-    team: str = "T1",
-    bot_user_id: str = "UBOT",
-    parent_user_id: str | None = None,
+    text: str, user: str = "U1", channel: str = "C1", *, bot_user_id: str = "UBOT", parent_user_id: str | None = None,
+    **more: Any,
 ) -> Json:
-    """An app_mention event_callback; `text` gets a leading "<@bot_user_id> " unless it already mentions the bot."""
+    """An app_mention event_callback; `text` gets a leading "<@bot_user_id> " unless it already mentions the bot.
+
+    In a thread (`thread_ts`), `parent_user_id` names who started it.
+    """
     if f"<@{bot_user_id}>" not in text:
         text = f"<@{bot_user_id}> {text}"
-    event = _user_message(
-        "app_mention",
-        text,
-        user=user,
-        channel=channel,
-        ts=ts,
-        thread_ts=thread_ts,
-        team=team,
-        channel_type=None,  # app_mention events carry no channel_type
-        parent_user_id=parent_user_id,
-    )
-    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+    # app_mention events carry no channel_type
+    where = _where(channel, channel_type=None, bot_user_id=bot_user_id, **more)
+    return _user_event("app_mention", text, user, where, parent_user_id)
 
 
-def dm_message(
-    text: str,
-    user: str = "U1",
-    channel: str = "D1",
-    ts: str | None = None,
-    thread_ts: str | None = None,
-    event_id: str | None = None,
-    team: str = "T1",
-    bot_user_id: str = "UBOT",
-    parent_user_id: str | None = None,
-) -> Json:
+def dm_message(text: str, user: str = "U1", channel: str = "D1", parent_user_id: str | None = None, **more: Any) -> Json:
     """A message.im event_callback: a user's direct message to the bot (channel_type "im")."""
-    event = _user_message(
-        "message",
-        text,
-        user=user,
-        channel=channel,
-        ts=ts,
-        thread_ts=thread_ts,
-        team=team,
-        channel_type="im",
-        parent_user_id=parent_user_id,
-    )
-    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+    return _user_event("message", text, user, _where(channel, channel_type="im", **more), parent_user_id)
 
 
-def channel_message(
-    text: str,
-    user: str = "U1",
-    channel: str = "C1",
-    ts: str | None = None,
-    thread_ts: str | None = None,
-    event_id: str | None = None,
-    team: str = "T1",
-    bot_user_id: str = "UBOT",
-    parent_user_id: str | None = None,
-    channel_type: str = "channel",
-) -> Json:
+def channel_message(text: str, user: str = "U1", channel: str = "C1", parent_user_id: str | None = None, **more: Any) -> Json:
     """A message.channels event_callback (channel_type "channel"; "group" for private), e.g. a thread reply."""
-    event = _user_message(
-        "message",
-        text,
-        user=user,
-        channel=channel,
-        ts=ts,
-        thread_ts=thread_ts,
-        team=team,
-        channel_type=channel_type,
-        parent_user_id=parent_user_id,
-    )
-    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+    return _user_event("message", text, user, _where(channel, **more), parent_user_id)
 
 
 def bot_message(
     text: str,
     bot_id: str = "B2",
     channel: str = "C1",
-    ts: str | None = None,
-    thread_ts: str | None = None,
-    event_id: str | None = None,
-    team: str = "T1",
-    bot_user_id: str = "UBOT",
+    *,
     username: str = "otherbot",
     user: str | None = None,
     subtype: str | None = "bot_message",
-    channel_type: str = "channel",
+    **more: Any,
 ) -> Json:
     """A message posted by a bot: subtype bot_message with bot_id/username/icons as documented.
 
     Messages a modern app posts with its bot token also carry `user` (the bot's user id); pass
     `user=` for those, and `subtype=None` for the no-subtype form.
     """
-    ts = ts or new_ts()
+    where = _where(channel, **more)
     event: Json = {"type": "message"}
     if subtype is not None:
         event["subtype"] = subtype
-    event.update({"text": text, "ts": ts, "bot_id": bot_id, "username": username, "icons": {}})
+    event.update({"text": text, "ts": where.ts, "bot_id": bot_id, "username": username, "icons": {}})
     if user is not None:
         event["user"] = user
-    if thread_ts is not None:
-        event["thread_ts"] = thread_ts
-    event.update({"channel": channel, "event_ts": ts, "channel_type": channel_type})
-    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+    if where.thread_ts is not None:
+        event["thread_ts"] = where.thread_ts
+    event.update({"channel": channel, "event_ts": where.ts, "channel_type": where.channel_type})
+    return where.wrap(event)
+
+
+def _hidden(subtype: str, fields: Json, where: _Where) -> Json:
+    """A hidden message event (message_changed, message_deleted) in its event_callback body."""
+    event = {"type": "message", "subtype": subtype, "hidden": True, **fields}
+    event.update({"channel": where.channel, "ts": where.ts, "event_ts": where.ts, "channel_type": where.channel_type})
+    return where.wrap(event)
 
 
 def message_changed(
-    text: str,
-    previous_text: str,
-    message_ts: str,
-    user: str = "U1",
-    channel: str = "C1",
-    ts: str | None = None,
-    thread_ts: str | None = None,
-    event_id: str | None = None,
-    team: str = "T1",
-    bot_user_id: str = "UBOT",
-    channel_type: str = "channel",
+    text: str, previous_text: str, message_ts: str, user: str = "U1", channel: str = "C1", **more: Any
 ) -> Json:
     """A hidden message_changed event: message `message_ts` was edited from `previous_text` to `text`."""
-    ts = ts or new_ts()
-    message: Json = {
-        "type": "message",
-        "user": user,
-        "text": text,
-        "ts": message_ts,
-        "edited": {"user": user, "ts": ts},
-        "blocks": rich_text_blocks(text),
-        "team": team,
-    }
-    previous: Json = {
-        "type": "message",
-        "user": user,
-        "text": previous_text,
-        "ts": message_ts,
-        "blocks": rich_text_blocks(previous_text),
-        "team": team,
-    }
-    if thread_ts is not None:
-        message["thread_ts"] = previous["thread_ts"] = thread_ts
-    event = {
-        "type": "message",
-        "subtype": "message_changed",
-        "hidden": True,
-        "message": message,
-        "previous_message": previous,
-        "channel": channel,
-        "ts": ts,
-        "event_ts": ts,
-        "channel_type": channel_type,
-    }
-    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+    where = _where(channel, **more)
+    message = {**_said(text, user, message_ts, where.team), "edited": {"user": user, "ts": where.ts}}
+    previous = _said(previous_text, user, message_ts, where.team)
+    if where.thread_ts is not None:
+        message["thread_ts"] = previous["thread_ts"] = where.thread_ts
+    return _hidden("message_changed", {"message": message, "previous_message": previous}, where)
 
 
 def message_deleted(
-    deleted_ts: str,
-    previous_text: str | None = None,
-    user: str = "U1",
-    channel: str = "C1",
-    ts: str | None = None,
-    thread_ts: str | None = None,
-    event_id: str | None = None,
-    team: str = "T1",
-    bot_user_id: str = "UBOT",
-    channel_type: str = "channel",
+    deleted_ts: str, previous_text: str | None = None, user: str = "U1", channel: str = "C1", **more: Any
 ) -> Json:
     """A hidden message_deleted event for the message at `deleted_ts` (with previous_message if text given)."""
-    ts = ts or new_ts()
-    event: Json = {
-        "type": "message",
-        "subtype": "message_deleted",
-        "hidden": True,
-        "channel": channel,
-        "ts": ts,
-        "deleted_ts": deleted_ts,
-        "event_ts": ts,
-        "channel_type": channel_type,
-    }
+    where = _where(channel, **more)
+    fields: Json = {"deleted_ts": deleted_ts}
     if previous_text is not None:
-        previous: Json = {"type": "message", "user": user, "text": previous_text, "ts": deleted_ts, "team": team}
-        if thread_ts is not None:
-            previous["thread_ts"] = thread_ts
-        event["previous_message"] = previous
-    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+        previous: Json = {"type": "message", "user": user, "text": previous_text, "ts": deleted_ts, "team": where.team}
+        if where.thread_ts is not None:
+            previous["thread_ts"] = where.thread_ts
+        fields["previous_message"] = previous
+    return _hidden("message_deleted", fields, where)
 
 
 def thread_broadcast(
@@ -356,46 +269,34 @@ def thread_broadcast(
     thread_ts: str,
     user: str = "U1",
     channel: str = "C1",
-    ts: str | None = None,
-    event_id: str | None = None,
-    team: str = "T1",
-    bot_user_id: str = "UBOT",
+    *,
     root_text: str = "This is the original message",
     root_user: str = "U1",
-    channel_type: str = "channel",
+    **more: Any,
 ) -> Json:
     """A thread reply also sent to the channel: subtype thread_broadcast with the thread's `root` message."""
-    ts = ts or new_ts()
+    where = _where(channel, thread_ts=thread_ts, **more)
     root = {
         "client_msg_id": str(uuid.uuid4()),
-        "type": "message",
-        "text": root_text,
-        "user": root_user,
-        "ts": thread_ts,
-        "blocks": rich_text_blocks(root_text),
-        "team": team,
+        **_said(root_text, root_user, thread_ts, where.team),
         "thread_ts": thread_ts,
         "reply_count": 1,
         "reply_users_count": 1,
-        "latest_reply": ts,
+        "latest_reply": where.ts,
         "reply_users": [user],
         "is_locked": False,
     }
     event = {
-        "type": "message",
+        **_said(text, user, where.ts, where.team),
         "subtype": "thread_broadcast",
-        "text": text,
-        "user": user,
-        "ts": ts,
         "thread_ts": thread_ts,
         "root": root,
-        "blocks": rich_text_blocks(text),
         "client_msg_id": str(uuid.uuid4()),
         "channel": channel,
-        "event_ts": ts,
-        "channel_type": channel_type,
+        "event_ts": where.ts,
+        "channel_type": where.channel_type,
     }
-    return event_callback(event, event_id=event_id, team=team, bot_user_id=bot_user_id)
+    return where.wrap(event)
 
 
 def url_verification(challenge: str) -> Json:
@@ -458,6 +359,7 @@ def block_actions_payload(
 ) -> Json:
     """The decoded block_actions payload for a button click on a message the bot posted."""
     message_ts = message_ts or new_ts()
+    label = {"type": "plain_text", "text": button_text, "emoji": True}
     message: Json = {
         "bot_id": bot_id,
         "type": "message",
@@ -474,7 +376,7 @@ def block_actions_payload(
                     {
                         "type": "button",
                         "action_id": action_id,
-                        "text": {"type": "plain_text", "text": button_text, "emoji": True},
+                        "text": label,
                         "value": value,
                     }
                 ],
@@ -501,7 +403,7 @@ def block_actions_payload(
             {
                 "action_id": action_id,
                 "block_id": block_id,
-                "text": {"type": "plain_text", "text": button_text, "emoji": True},
+                "text": dict(label),
                 "value": value,
                 "type": "button",
                 "action_ts": new_ts(),
@@ -510,27 +412,10 @@ def block_actions_payload(
     }
 
 
-def block_action(
-    action_id: str,
-    value: str,
-    user: str = "U1",
-    channel: str = "C1",
-    message_ts: str | None = None,
-    response_url: str | None = None,
-    trigger_id: str | None = None,
-    **kw: Any,
-) -> bytes:
-    """The form-encoded interactivity body (`payload=<json>`) Slack POSTs for a button click."""
-    payload = block_actions_payload(
-        action_id,
-        value,
-        user=user,
-        channel=channel,
-        message_ts=message_ts,
-        response_url=response_url,
-        trigger_id=trigger_id,
-        **kw,
-    )
+def block_action(action_id: str, value: str, **kw: Any) -> bytes:
+    """The form-encoded interactivity body (`payload=<json>`) Slack POSTs for a button click
+    (the arguments of block_actions_payload)."""
+    payload = block_actions_payload(action_id, value, **kw)
     return urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode()
 
 
