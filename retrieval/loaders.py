@@ -138,6 +138,87 @@ def _load_markdown(path: Path, text: str) -> Document:
 
 
 _HTML_BLOCKS = ("p", "li", "pre", "blockquote", "td", "th", "dd", "dt", "figcaption")
+_HTML_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
+_HTML_SKIPPED = ("script", "style", "noscript", "template", "nav", "footer", "head", "title", "meta", "link", "svg", "iframe")
+_HTML_INLINE = frozenset(
+    "a abbr b bdi bdo big br cite code data del dfn em font i img input ins kbd label mark q s samp small span strike"
+    " strong sub sup time tt u var wbr".split()
+)
+"""Tags whose text runs on with the text around them; any other tag (div, section, ...)
+ends the run of loose text before it and starts a new one after it."""
+_HIDDEN_STYLE = re.compile(
+    r"(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*(?:hidden|collapse)|font-size\s*:\s*0(?:\.0+)?(?:px|pt|em|rem|%)?"
+    r"|opacity\s*:\s*0(?:\.0+)?)\s*(?:!\s*important\s*)?(?:;|$)",
+    re.IGNORECASE,
+)
+
+
+def _hidden(tag: object) -> bool:
+    """Markup a reader never sees: `hidden`, `aria-hidden="true"`, or an inline style that hides
+    it (display:none, visibility:hidden, font-size:0, opacity:0). Stylesheets are not evaluated."""
+    attrs = getattr(tag, "attrs", None) or {}
+    if "hidden" in attrs or str(attrs.get("aria-hidden", "")).strip().lower() == "true":
+        return True
+    return bool(_HIDDEN_STYLE.search(str(attrs.get("style", ""))))
+
+
+def _visible(node: object) -> Iterator[tuple[str, object]]:
+    """("open", tag) / ("close", tag) / ("text", string) for everything visible under `node`, in
+    document order: no comments, no hidden or skipped elements. Iterative, so deep nesting is fine."""
+    from bs4 import NavigableString, Tag
+
+    stack = [iter(getattr(node, "children", ()))]
+    parents: list[object] = []
+    while stack:
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
+            if parents:
+                yield "close", parents.pop()
+            continue
+        if isinstance(child, Tag):
+            if child.name not in _HTML_SKIPPED and not _hidden(child):
+                yield "open", child
+                parents.append(child)
+                stack.append(iter(child.children))
+        elif type(child) is NavigableString:  # not a Comment, CData, Doctype ...
+            yield "text", str(child)
+
+
+def _inline_text(pieces: list[str]) -> str:
+    """Inline tags are joined with spaces, which must not land before punctuation."""
+    return re.sub(r"\s+([.,;:!?)])", r"\1", " ".join(" ".join(pieces).split()))
+
+
+def _html_blocks(root: object) -> Iterator[tuple[str, str]]:
+    """(tag name, text) for each heading, block and run of loose text (text sitting directly
+    in a div, span, section, body ...) in document order, hidden markup left out. A block's
+    text is all the visible text inside it; inline tags continue a run of loose text, any
+    other tag ends it."""
+    pieces: list[str] = []
+    block: object = None  # the heading or block being read
+    for kind, item in _visible(root):
+        name = getattr(item, "name", "")
+        if block is not None:
+            if kind == "text":
+                pieces.append(str(item))
+            elif kind == "close" and item is block:
+                text = "".join(pieces) if name == "pre" else _inline_text(pieces)
+                pieces.clear()
+                block = None
+                yield name, text
+        elif kind == "text":
+            pieces.append(str(item))
+        elif name in _HTML_HEADINGS or name in _HTML_BLOCKS or name not in _HTML_INLINE:
+            text = _inline_text(pieces)  # the loose text so far
+            pieces.clear()
+            if text:
+                yield "div", text
+            if kind == "open" and (name in _HTML_HEADINGS or name in _HTML_BLOCKS):
+                block = item
+    text = _inline_text(pieces)
+    if text:
+        yield "div", text
 
 
 def _load_html(path: Path, text: str) -> Document:
@@ -159,19 +240,12 @@ def _load_html(path: Path, text: str) -> Document:
             sections.append(Section(tuple(h for _, h in trail), body, body_start))
             parts.clear()
 
-    root = soup.body or soup
-    for element in root.find_all(["h1", "h2", "h3", "h4", "h5", "h6", *_HTML_BLOCKS]):
-        if element.find_parent(_HTML_BLOCKS):
-            continue  # its text is part of the enclosing block
-        if element.name == "pre":
-            content = element.get_text()
-        else:  # inline tags are joined with spaces, which must not land before punctuation
-            content = re.sub(r"\s+([.,;:!?)])", r"\1", " ".join(element.get_text(" ").split()))
+    for name, content in _html_blocks(soup.body or soup):
         if not content.strip():
             continue
-        if element.name[0] == "h" and element.name[1:].isdigit():
+        if name in _HTML_HEADINGS:
             close()
-            level = int(element.name[1])
+            level = int(name[1])
             title = title or (content if level == 1 else "")
             trail = [(lvl, h) for lvl, h in trail if lvl < level] + [(level, content)]
             offset += len(content) + 2
