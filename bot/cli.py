@@ -211,6 +211,11 @@ async def cmd_ingest_exemplars(settings: Settings, path: Path) -> int:
     return 0
 
 
+def _suspicious(chunk: Any) -> list[str]:
+    """Why the passage was flagged at ingestion as addressed to an AI ([] when clean)."""
+    return [str(reason) for reason in chunk.extra.get("suspicious") or ()]
+
+
 def _print_hits(hits: list[Any], as_json: bool) -> None:
     if as_json:
         rows = [
@@ -223,6 +228,7 @@ def _print_hits(hits: list[Any], as_json: bool) -> None:
                 "start": hit.chunk.start,
                 "end": hit.chunk.end,
                 "text": hit.chunk.text,
+                "suspicious": _suspicious(hit.chunk),
             }
             for rank, hit in enumerate(hits, start=1)
         ]
@@ -234,7 +240,9 @@ def _print_hits(hits: list[Any], as_json: bool) -> None:
         chunk = hit.chunk
         where = f" > {chunk.location}" if chunk.location else ""
         snippet = " ".join(chunk.text.split())
-        print(f"{rank}. [{hit.score:.4f}] {chunk.title}{where}")
+        reasons = _suspicious(chunk)
+        flag = f"  [suspicious: {', '.join(reasons)}]" if reasons else ""
+        print(f"{rank}. [{hit.score:.4f}] {chunk.title}{where}{flag}")
         span = "" if {"row", "page"} & set(chunk.extra) else f" (chars {chunk.start}-{chunk.end})"
         print(f"   {chunk.source}{span}")
         print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
@@ -302,7 +310,10 @@ async def cmd_ask(settings: Settings, question: str, as_json: bool) -> int:
             json.dumps(
                 {
                     "answer": final.text,
-                    "sources": [{"source": c.source, "title": c.title, "score": c.score} for c in final.citations],
+                    "sources": [
+                        {"source": c.source, "title": c.title, "score": c.score, "suspicious": list(c.suspicious)}
+                        for c in final.citations
+                    ],
                     "mode": final.mode,
                     "usage": {
                         "prompt_tokens": final.usage.prompt_tokens,

@@ -100,6 +100,7 @@ class Citation:
     location: str
     score: float
     excerpt: str
+    suspicious: tuple[str, ...] = ()  # why the passage was flagged at ingestion as addressed to an AI
 
 
 @dataclass(frozen=True)

@@ -183,12 +183,20 @@ def citation(number: int, hit: Hit) -> Citation:
         location=chunk.location,
         score=hit.score,
         excerpt=excerpt[:280] + ("…" if len(excerpt) > 280 else ""),
+        suspicious=tuple(str(reason) for reason in chunk.extra.get("suspicious") or ()),
     )
 
 
+def quotable(hits: list[Hit]) -> list[Hit]:
+    """The hits that may be quoted to the user with no model in between: not the passages
+    flagged at ingestion as addressed to an AI (`extra["suspicious"]`)."""
+    return [hit for hit in hits if not _suspicious(hit)]
+
+
 def offline_answer(hits: list[Hit]) -> str:
-    """What the engine says with no language model: the truth, and the best passages quoted."""
-    if not hits:
+    """What the engine says with no language model: the truth, and the best passages quoted
+    (never a suspicious one: with nothing else to quote, it says nothing matched)."""
+    if not quotable(hits):
         return (
             "I'm running without a language model right now, so I can only search my knowledge base, "
             "and nothing in it matches your question closely. Try rephrasing, or ask about another topic."
@@ -199,10 +207,16 @@ def offline_answer(hits: list[Hit]) -> str:
     )
 
 
+def quoted_citations(hits: list[Hit]) -> tuple[Citation, ...]:
+    """The citations of what `quote_passages(hits)` quotes, with the same numbers."""
+    return tuple(citation(number, hit) for number, hit in enumerate(quotable(hits), start=1))
+
+
 def quote_passages(hits: list[Hit]) -> str:
-    """The passages quoted whole, numbered like their citations."""
+    """The quotable passages (`quotable`) quoted whole, numbered 1, 2 ... like their citations
+    (`quoted_citations`)."""
     lines = []
-    for number, hit in enumerate(hits, start=1):
+    for number, hit in enumerate(quotable(hits), start=1):
         where = f", {hit.chunk.location}" if hit.chunk.location else ""
         quote = " ".join(hit.chunk.text.split())
         lines.append(f"\n[{number}] {hit.chunk.title}{where}:\n> {quote}")

@@ -70,11 +70,11 @@ async def remember(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
 
 
 async def remember_offline(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
-    """An offline answer cites every passage it quoted."""
+    """An offline answer cites every passage it quoted (never a suspicious one), numbered as quoted."""
     text, care = with_care_note(engine, answer, "".join(answer.parts))
     for event in care:
         yield event
-    citations = tuple(prompts.citation(n, hit) for n, hit in enumerate(answer.hits, start=1))
+    citations = prompts.quoted_citations(answer.hits)
     if citations:
         yield Citations(citations)
     meta = {"mode": "offline", "query": answer.query, "sources": [asdict(c) for c in citations]}

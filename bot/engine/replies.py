@@ -82,9 +82,9 @@ async def model_failed(answer: Answer, error: ModelError) -> AsyncIterator[Reply
     lead = MODEL_TROUBLE.get(error.kind, "I couldn't reach my language model just now.")
     text = f"{lead} Please try again in a little while."
     citations: tuple[Any, ...] = ()
-    if hits:
+    if prompts.quotable(hits):  # suspicious passages are never quoted without a model
         text += "\n\nMeanwhile, here is what my knowledge base says:\n" + prompts.quote_passages(hits)
-        citations = tuple(prompts.citation(n, hit) for n, hit in enumerate(hits, start=1))
+        citations = prompts.quoted_citations(hits)
     yield TextDelta(text)
     if citations:
         yield Citations(citations)
