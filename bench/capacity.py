@@ -352,12 +352,12 @@ async def discord_section(args: argparse.Namespace, control: Control, urls: dict
     import discord.http
     import pytest
     import yarl
-    from tests.harness import discord_payloads as dp
 
     from adapters.discord.gateway import EDIT_INTERVAL, DiscordAdapter, intents
     from bot.ops.logs import configure_logging
     from bot.wiring import build_services
     from config.settings import load_settings
+    from tests.harness import discord_payloads as dp
 
     data = workdir / "discord"
     shutil.copytree(template, data)

@@ -143,11 +143,11 @@ CASE = re.compile(r"\bcase (\w+)\b")
 
 def _fakes() -> tuple[type, type, type]:
     from aiohttp import web
+
+    from adapters.slack.app import PLACEHOLDER, SORRY
     from tests.harness.discord_api import FakeDiscord
     from tests.harness.openai_server import _INCOMING, FakeOpenAI
     from tests.harness.slack_api import FakeSlack
-
-    from adapters.slack.app import PLACEHOLDER, SORRY
 
     class TimedSlack(FakeSlack):
         async def _record(self, request: web.Request, method: str, **extra: Any) -> dict[str, Any]:
@@ -258,6 +258,7 @@ def question(n: int, case: str) -> str:
 async def serve_fakes() -> None:
     import aiohttp
     from aiohttp import web
+
     from tests.harness import discord_payloads as dp
     from tests.harness.loopback import serve
     from tests.harness.slack_payloads import app_mention, sign

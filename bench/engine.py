@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import openai
-from tests.harness.openai_server import FakeOpenAI
 
 from bot.engine.pipeline import Engine
 from bot.state.memory_sqlite import SqliteMemory
@@ -37,6 +36,7 @@ from retrieval.ingest import Ingestor
 from retrieval.retriever import HybridRetriever
 from retrieval.sparse import Bm25Encoder
 from retrieval.store_edge import EdgeStore
+from tests.harness.openai_server import FakeOpenAI
 
 ANSWER = "Keep three to six months of essential expenses in an easy-access account [1]. " * 4
 QUESTIONS = ["How big should my emergency fund be?", "Which debt should I pay first?", "How do I ask for a raise?"]

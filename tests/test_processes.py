@@ -24,6 +24,7 @@ from conftest import serving_in_thread
 from bot.state.redis_client import close, connect
 from bot.state.memory_redis import RedisMemory
 from tests.harness import slack_payloads as sp
+from tests.harness.loopback import free_port
 from tests.harness.processes import (
     BOT_TOKEN,
     OPENAI_KEY,
@@ -38,7 +39,6 @@ from tests.harness.processes import (
     run_cli,
     until,
 )
-from tests.harness.loopback import free_port
 from tests.harness.redis_server import RedisServer
 from tests.harness.slack_api import FakeSlack
 
