@@ -2,8 +2,8 @@
 
 Run at ingestion on every chunk (its title, headings and text). A flagged chunk keeps its
 reasons in `chunk.extra["suspicious"]`; at answer time bot/engine/prompts.py renders it with
-`suspicious="true"`, a note that it must not be followed, and after the clean passages.
-Flagging never drops a passage: a guide *about* scams may quote a jailbreak, and the
+`suspicious="true"`, a note that it must not be followed, and after the clean passages;
+offline answers (no model) never quote it. Flagging never drops a passage: a guide *about* scams may quote a jailbreak, and the
 reader may still need it. See docs/prompt-injection.md.
 
 The patterns aim at text addressed to an AI ("ignore previous instructions", "you are now
@@ -19,8 +19,8 @@ Text is normalised before matching (`normalise`): HTML entities decoded, Unicode
 (zero-width, soft hyphen, bidi controls, tag characters) removed, accents and other
 combining marks dropped, curly quotes straightened, Markdown emphasis and inline HTML
 tags removed, and Cyrillic/Greek/small-capital look-alikes of Latin letters folded to
-Latin. Patterns run on the text with and without the look-alike folding, so the Cyrillic
-patterns still see Cyrillic.
+Latin. Patterns written in another script (Cyrillic) also run on the text before the
+look-alike folding, so they still see Cyrillic.
 """
 
 from __future__ import annotations
