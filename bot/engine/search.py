@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -19,6 +20,37 @@ if TYPE_CHECKING:
     from bot.engine.pipeline import Engine
 
 log = logging.getLogger(__name__)
+
+
+REWRITE_TOKENS = 64
+_LABEL = re.compile(r"^(?:standalone (?:search )?query|search query|query|rewritten(?: query)?|question)\s*[:\-]\s*", re.I)
+_ECHO = re.compile(
+    r"\b(?:rewrite|rewritten|standalone|search query|knowledge base|the user'?s?|latest message|follow-?up|"
+    r"conversation|as an ai|i'?m sorry|i can(?:no|')t|here(?: is|'s) (?:the|a|your)|sure[,!])\b|</?\w+>",
+    re.I,
+)
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def checked_rewrite(query: str, history: list[tuple[str, str]], latest: str, cut_off: bool) -> tuple[str | None, str]:
+    """The model's rewrite made clean, or None and why it cannot be trusted: empty, cut off, too long,
+    an echo of its instructions or chat instead of a query, or sharing no word with the conversation."""
+    text = _LABEL.sub("", " ".join(query.split())).strip().strip("\"'`“”")
+    if not text:
+        return None, "empty"
+    if cut_off:
+        return None, "cut off"
+    previous = next((content for role, content in reversed(history) if role == "user"), "")
+    if len(text) > max(300, 2 * (len(latest) + len(previous))) or len(text.split()) > 60:
+        return None, "too long"
+    if _ECHO.search(text) or "\n" in query.strip():
+        return None, "instruction echo or chat"
+    if _WORD.findall(text.lower()) == _WORD.findall(latest.lower()) and previous:
+        return None, "unchanged"  # nothing resolved: the fallback at least searches with the previous question
+    context = set(_WORD.findall(f"{latest} {' '.join(content for _, content in history[-6:])}".lower()))
+    if not set(_WORD.findall(text.lower())) & context:
+        return None, "unrelated to the conversation"
+    return text, "ok"
 
 
 def fallback_rewrite(history: list[tuple[str, str]], latest: str) -> str:
@@ -36,12 +68,18 @@ async def search_query(engine: Engine, answer: Answer) -> str:
     if engine.model is None:
         return fallback_rewrite(history, text)
     try:
-        query, spent = await engine.model.complete(prompts.rewrite_messages(history, text), max_tokens=64)
-        answer.usage.append(spent)
-        return " ".join(query.split()) or text
+        query, spent = await engine.model.complete(prompts.rewrite_messages(history, text), max_tokens=REWRITE_TOKENS)
     except ModelError as exc:
         log.warning("query rewrite failed (%s); using the fallback", exc.kind)
         return fallback_rewrite(history, text)
+    answer.usage.append(spent)
+    checked, why = checked_rewrite(query, history, text, cut_off=spent.completion_tokens >= REWRITE_TOKENS)
+    if checked is None:
+        log.info("turn %s query: the model's rewrite was not used (%s); the fallback rule instead", answer.trace, why,
+                 extra={"turn_id": answer.trace or None, "query_path": "fallback", "rewrite_rejected": why})
+        return fallback_rewrite(history, text)
+    log.info("turn %s query: the model's rewrite", answer.trace, extra={"turn_id": answer.trace or None, "query_path": "model"})
+    return checked
 
 
 async def retrieve(engine: Engine, query: str, trace: str = "") -> tuple[list[Hit], Notice | None]:
