@@ -55,13 +55,22 @@ def test_chat_streams_keeps_the_conversation_and_forgets(
     assert [m["role"] for m in last["messages"]] == ["system", "user"]
 
 
-def test_ask_json(kb: Path, fake: FakeOpenAI, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ask_json(
+    kb: Path, fake: FakeOpenAI, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake.script_chat("Use the avalanche method [1].")
     assert main(["ask", "Which debt do I pay first?", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["answer"] == "Use the avalanche method [1]." and result["mode"] == "model"
     assert result["sources"][0]["source"] == str(kb / "debt.md") and result["sources"][0]["title"] == "Debt"
-    assert result["usage"]["total_tokens"] > 0 and result["usage"]["cost_usd"] > 0
+    # a server at another base URL is not billed at OpenAI's price under an OpenAI model name ...
+    assert result["usage"]["total_tokens"] > 0 and result["usage"]["cost_usd"] is None
+    # ... unless its prices are configured
+    monkeypatch.setenv("ADVISOR_OPENAI_PRICE_INPUT_PER_MTOK", "1.0")
+    monkeypatch.setenv("ADVISOR_OPENAI_PRICE_OUTPUT_PER_MTOK", "2.0")
+    fake.script_chat("Use the avalanche method [1].")
+    assert main(["ask", "Which debt do I pay first?", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["usage"]["cost_usd"] > 0
 
 
 def test_ask_offline_without_any_key(kb: Path, capsys: pytest.CaptureFixture[str]) -> None:

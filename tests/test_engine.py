@@ -15,7 +15,7 @@ from qdrant_client import AsyncQdrantClient
 
 from bot.engine.pipeline import NOT_IN_KNOWLEDGE_BASE, Engine
 from bot.state.memory_sqlite import SqliteMemory
-from bot.models import Citations, Final, IncomingMessage, Notice, ReplyEvent, TextDelta
+from bot.models import Citations, Final, IncomingMessage, Notice, ReplyEvent, TextDelta, Usage
 from bot.llm.openai_model import OpenAIChatModel
 from config.settings import Settings, load_settings
 from retrieval.retriever import HybridRetriever
@@ -289,3 +289,19 @@ async def test_retrieval_outage_still_answers(tmp_path: Path, embedder: Any, fak
     events, final = await ask(engine, "emergency fund size")
     assert any(isinstance(e, Notice) and e.kind == "search_unavailable" for e in events)
     assert final.mode == "model" and final.text.endswith("General advice.")
+
+
+def test_only_openai_itself_is_billed_at_openai_prices() -> None:
+    from bot.llm.pricing import cost_usd
+
+    usage = Usage(1_000_000, 1_000_000)
+    openai_settings = load_settings(None)
+    assert cost_usd("gpt-4o-mini", usage, openai_settings) == 0.75
+    local = openai_settings.model_copy(
+        update={"openai": openai_settings.openai.model_copy(update={"base_url": "http://127.0.0.1:8080/v1"})}
+    )
+    assert cost_usd("gpt-4o-mini", usage, local) is None
+    official = openai_settings.model_copy(
+        update={"openai": openai_settings.openai.model_copy(update={"base_url": "https://api.openai.com/v1"})}
+    )
+    assert cost_usd("gpt-4o-mini", usage, official) == 0.75

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
 from bot.models import Usage
 from config.settings import Settings
 
@@ -15,10 +17,19 @@ KNOWN_PRICES: dict[str, tuple[float, float]] = {
 }
 
 
+def is_openai(base_url: str | None) -> bool:
+    """Whether calls go to OpenAI itself (no base URL, or api.openai.com)."""
+    return not base_url or (urlparse(base_url).hostname or "").lower() == "api.openai.com"
+
+
 def prices(model: str, settings: Settings) -> tuple[float, float] | None:
+    """Configured prices, else OpenAI's list price, but only when the calls go to OpenAI: a local
+    server (llama.cpp, Ollama, vLLM) answering under an OpenAI model name costs nothing we know."""
     configured = (settings.openai.price_input_per_mtok, settings.openai.price_output_per_mtok)
     if configured[0] is not None and configured[1] is not None:
         return configured[0], configured[1]
+    if not is_openai(settings.openai.base_url):
+        return None
     return KNOWN_PRICES.get(model)  # fine-tuned models bill differently: configure their prices
 
 
