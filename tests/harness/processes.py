@@ -93,7 +93,7 @@ class GatedOpenAI(FakeOpenAI):
     def release(self) -> None:
         self._open.set()
 
-    async def _stream_chat(self, request: web.Request, head: Any, answer: str, usage: Any) -> web.StreamResponse:
+    async def _stream_chat(self, request: web.Request, *args: Any, **kwargs: Any) -> web.StreamResponse:
         import asyncio
 
         if not self._open.is_set():
@@ -103,7 +103,7 @@ class GatedOpenAI(FakeOpenAI):
                     await asyncio.sleep(0.01)
             finally:
                 self.waiting -= 1
-        return await super()._stream_chat(request, head, answer, usage)
+        return await super()._stream_chat(request, *args, **kwargs)  # whatever FakeOpenAI's stream takes
 
     def chat_requests(self, stream: bool | None = None) -> list[dict[str, Any]]:
         return [
