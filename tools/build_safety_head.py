@@ -33,6 +33,7 @@ from retrieval.embedders import OnnxMiniLMEmbedder  # noqa: E402
 
 CRISIS_FALSE_ALARMS = 0.03
 CONCERN_THRESHOLD = 0.8
+HARM_WEIGHT = 3.0  # chosen on the dev messages in tests/data/safety_fresh, not the held-out split
 SEED = 7
 
 
@@ -47,12 +48,12 @@ def lowest_threshold(scores: np.ndarray, is_positive: np.ndarray, max_false: flo
     return float(min(0.95, max(0.3, negatives[allowed] + 1e-4))) if len(negatives) > allowed else 0.3
 
 
-def fit(x: np.ndarray, y: np.ndarray, c: float) -> tuple[object, np.ndarray]:
+def fit(x: np.ndarray, y: np.ndarray, c: float, weights: object = "balanced") -> tuple[object, np.ndarray]:
     """A logistic regression on (x, y) and its cross-validated probabilities."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    model = LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
+    model = LogisticRegression(C=c, max_iter=5000, class_weight=weights)
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=SEED)
     probabilities = cross_val_predict(model, x, y, cv=folds, method="predict_proba")
     model.fit(x, y)
@@ -70,7 +71,8 @@ def build(embedder_model: OnnxMiniLMEmbedder) -> dict[str, np.ndarray]:
     crisis_t = lowest_threshold(crisis_cv[:, 1], labels == "crisis", CRISIS_FALSE_ALARMS)
     concern, _ = fit(x, (labels == "concern").astype(int), 4.0)
     harm_y = np.array([HARM_LABELS.index(label) + 1 if label in HARM_LABELS else 0 for label in labels])
-    harm, harm_cv = fit(x, harm_y, 8.0)
+    # each harm category weighs 3 ordinary messages: "balanced" weights (10+) made money questions "illicit"
+    harm, harm_cv = fit(x, harm_y, 8.0, {index: 1.0 if index == 0 else HARM_WEIGHT for index in range(len(HARM_LABELS) + 1)})
     harm_total = 1.0 - harm_cv[:, 0]
     caught = crisis_cv[labels == "crisis", 1] >= crisis_t
     alarms = crisis_cv[ordinary, 1] >= crisis_t
