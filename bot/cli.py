@@ -503,7 +503,9 @@ async def cmd_eval_safety(settings: Settings, args: argparse.Namespace) -> int:
     if settings.openai.configured and not args.no_judge:
         key = settings.openai.api_key.get_secret_value() if settings.openai.api_key else None
         name = args.judge or settings.openai.chat_model
-        judge_model = build_chat_model(key, settings.openai.base_url, name, settings.openai.timeout_seconds)
+        judge_model = build_chat_model(
+            key, settings.openai.base_url, name, settings.openai.timeout_seconds, settings.openai.prompt_layout
+        )
     try:
         judge = model_judge(judge_model) if judge_model is not None else None
         report = await evaluate(engine_answer(engine), prompts, engine.mode, judge, getattr(judge_model, "name", ""))
@@ -514,6 +516,27 @@ async def cmd_eval_safety(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def model_server_failure(settings: Settings, timeout: float = 5.0) -> str | None:
+    """Why the configured model server does not answer GET /models, or None when it does."""
+    import openai
+
+    key = settings.openai.api_key.get_secret_value() if settings.openai.api_key else "not-needed"
+    client = openai.OpenAI(api_key=key, base_url=settings.openai.base_url, timeout=timeout, max_retries=0)
+    try:
+        client.models.list()
+    except openai.AuthenticationError:
+        return "the key was refused (HTTP 401)"
+    except openai.APIStatusError as exc:
+        if exc.status_code == 404:  # a server without /models still answers: it is up
+            return None
+        return f"HTTP {exc.status_code}"
+    except openai.APIConnectionError as exc:
+        return f"cannot connect to {settings.openai.base_url or 'api.openai.com'} ({type(exc).__name__})"
+    finally:
+        client.close()
+    return None
+
+
 def cmd_config_check(settings: Settings) -> int:
     for group, rows in settings.masked().items():
         print(f"[{group}]")
@@ -521,7 +544,16 @@ def cmd_config_check(settings: Settings) -> int:
             print(f"  {name} = {value}")
     print("\nintegrations:")
     for name, gaps in settings.platform_gaps().items():
-        print(f"  {name}: {'ready' if not gaps else 'not configured (needs ' + '; '.join(gaps) + ')'}")
+        if gaps:
+            print(f"  {name}: not configured (needs {'; '.join(gaps)})")
+        elif name == "language model":
+            failure = model_server_failure(settings)
+            print(f"  {name}: " + ("ready (it answered GET /models)" if failure is None else f"not answering: {failure}"))
+        else:
+            print(f"  {name}: ready")
+    for path in settings.core.knowledge_paths:
+        if not Path(path).expanduser().exists():
+            print(f"warning: ADVISOR_KNOWLEDGE_PATHS: {path} does not exist", file=sys.stderr)
     problems = settings.problems()
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)

@@ -104,6 +104,14 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Finish:
+    """Why a streamed answer ended, when not normally: "length" (the token budget), "content_filter",
+    or "incomplete" (the stream ended without saying why)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0

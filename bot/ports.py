@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from bot.models import Chunk, Exemplar, Hit, SearchMode, SparseVector, Usage
+from bot.models import Chunk, Exemplar, Finish, Hit, SearchMode, SparseVector, Usage
 
 
 class Embedder(Protocol):
@@ -88,10 +88,11 @@ class ModelError(Exception):
     """A chat model call failed. `kind`: rate_limited, quota, context_length, unavailable,
     interrupted, auth or bad_request; `retry_after` in seconds when the provider said."""
 
-    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, kind: str, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after = retry_after
+        self.status = status  # the HTTP status, when there was one
 
 
 class ChatModel(Protocol):
@@ -99,8 +100,11 @@ class ChatModel(Protocol):
 
     name: str
 
-    def stream(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> AsyncIterator[str | Usage]:
-        """Text pieces as they arrive, then a `Usage`; raises `ModelError`."""
+    def stream(
+        self, messages: list[dict[str, str]], max_tokens: int | None = None
+    ) -> AsyncIterator[str | Usage | Finish]:
+        """Text pieces as they arrive, then a `Usage`, and a `Finish` when the answer did not end
+        normally (cut by `max_tokens`, filtered); raises `ModelError`."""
         ...
 
     async def complete(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> tuple[str, Usage]: ...

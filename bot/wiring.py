@@ -103,7 +103,10 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None, 
         import openai
 
         key = settings.openai.api_key.get_secret_value() if settings.openai.api_key else None
-        model = build_chat_model(key, settings.openai.base_url, settings.openai.chat_model, settings.openai.timeout_seconds)
+        model = build_chat_model(
+            key, settings.openai.base_url, settings.openai.chat_model, settings.openai.timeout_seconds,
+            settings.openai.prompt_layout,
+        )
         # no client retries: a failed moderation call falls back to the offline rules at once
         moderation_client = openai.AsyncOpenAI(
             api_key=key or "not-needed",

@@ -111,6 +111,12 @@ class CoreSettings(_Group):
     tone_pass: bool = Field(
         False, description="a second model call rewrites each grounded draft in the persona's voice"
     )
+    answer_max_tokens: int = Field(
+        800, ge=16, le=32000, description="at most this many tokens an answer (about 3,000 characters)"
+    )
+    answer_deadline_seconds: float = Field(
+        90.0, gt=0, le=1800, description="an answer still being written after this long is cut short"
+    )
     persona: str = Field(
         "You are advisor, a professional and personable advisor. You give practical, "
         "grounded advice in a warm, plain voice.",
@@ -135,6 +141,11 @@ class OpenAISettings(_Group):
     timeout_seconds: float = Field(30.0, gt=0, le=600)
     price_input_per_mtok: float | None = Field(None, ge=0, description="USD per million prompt tokens")
     price_output_per_mtok: float | None = Field(None, ge=0, description="USD per million completion tokens")
+    prompt_layout: Literal["strict", "multi_system"] = Field(
+        "strict",
+        description="strict: one system message, then alternating turns (any chat template); multi_system: "
+        "separate system messages (OpenAI)",
+    )
 
     @field_validator("base_url")
     @classmethod

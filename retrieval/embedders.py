@@ -185,7 +185,10 @@ class OpenAIEmbedder:
             kwargs: dict[str, Any] = {"model": self.name, "input": list(texts[start : start + self.batch_size])}
             if self._dimensions:
                 kwargs["dimensions"] = self._dimensions
-            response = await self._client.embeddings.create(**kwargs)
+            try:
+                response = await self._client.embeddings.create(**kwargs)
+            except Exception as exc:  # a server without /embeddings (llama.cpp: 501), a wrong key, no server
+                raise EmbedderError(self._failure(exc)) from exc
             vectors.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
         if vectors and not self.dim:
             self.dim = len(vectors[0])
@@ -193,6 +196,16 @@ class OpenAIEmbedder:
 
     async def embed_query(self, text: str) -> list[float]:
         return (await self.embed_documents([text]))[0]
+
+    def _failure(self, exc: Exception) -> str:
+        where = str(getattr(self._client, "base_url", "") or "the embeddings endpoint")
+        status = getattr(exc, "status_code", None)
+        if status in (404, 405, 501):
+            return (f"{where} has no embeddings endpoint (HTTP {status}); use the local model "
+                    "(ADVISOR_EMBEDDINGS_PROVIDER=onnx) or a server that serves /embeddings")
+        if status is not None:
+            return f"the embeddings call to {where} failed with HTTP {status}"
+        return f"cannot reach the embeddings endpoint at {where} ({type(exc).__name__})"
 
 
 def build_embedder(settings: Settings) -> Any:

@@ -235,7 +235,8 @@ async def test_streaming_updates_are_throttled_per_channel(make: Any, openai_fak
     assert edits[0] - placeholder < 0.19  # the first text replaces the placeholder without waiting
 
 
-async def test_a_45000_character_answer_is_split_within_limits(make: Any, openai_fake: FakeOpenAI) -> None:
+async def test_a_45000_character_answer_is_split_within_limits(make: Any, openai_fake: FakeOpenAI, setenv: Any) -> None:
+    setenv(ADVISOR_ANSWER_MAX_TOKENS="16000")  # far above the default budget, to test the splitting
     paragraph = "Budgeting works best when it is simple and written down. " * 8
     openai_fake.default_answer = "\n\n".join(f"{n}. {paragraph}" for n in range(95))[:45_000] + " [1]"
     openai_fake.chunk_chars = 4000

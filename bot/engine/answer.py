@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -38,7 +39,13 @@ class Answer:
     draft: str | None = None  # the tone pass's first, grounded draft
     draft_ms: float = 0.0
     parts: list[str] = field(default_factory=list)  # the answer as it was streamed
+    truncated: str | None = None  # why the answer was cut short: length, deadline, content_filter, incomplete
+    started: float = field(default_factory=time.monotonic)
     done: bool = False
+
+    def seconds_left(self, budget: float) -> float:
+        """What is left of the answer's total deadline (`budget` seconds from its start)."""
+        return budget - (time.monotonic() - self.started)
 
     @property
     def total_usage(self) -> Usage:

@@ -4,6 +4,7 @@ whose voice the streamed call then rewrites. Nothing to compose without a model.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -68,7 +69,12 @@ async def compose(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
         return
     started = time.perf_counter()
     try:  # call one drafts the grounded answer; call two (step `speak`) rewrites its voice
-        answer.draft, spent = await engine.model.complete(answer.messages)
+        core = engine.settings.core
+        draft_call = engine.model.complete(answer.messages, max_tokens=core.answer_max_tokens)
+        try:
+            answer.draft, spent = await asyncio.wait_for(draft_call, max(0.0, answer.seconds_left(core.answer_deadline_seconds)))
+        except TimeoutError:
+            raise ModelError("unavailable", "the draft was not written within the deadline") from None
         answer.usage.append(spent)
         answer.messages = prompts.tone_messages(engine.settings.core.persona, answer.draft, answer.examples)
     except ModelError as exc:

@@ -65,6 +65,8 @@ async def remember(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
     }
     if answer.draft is not None:
         meta["tone_pass_draft_ms"] = round(answer.draft_ms, 1)
+    if answer.truncated is not None:
+        meta["truncated"] = answer.truncated
     turn = await engine.memory.add(answer.key, "assistant", text, meta)
     yield Final(text, citations, "model", total, cost, tuple(answer.notices), turn.id)
 

@@ -72,6 +72,10 @@ async def retract(engine: Engine, answer: Answer, verdict: Verdict) -> AsyncIter
 async def model_failed(answer: Answer, error: ModelError) -> AsyncIterator[ReplyEvent]:
     """A short, clear message; the user's turn stays in memory, the failed reply does not."""
     metrics.model_error(error.kind)
+    log.warning(
+        "turn %s: the language model failed: %s (HTTP %s): %s", answer.trace, error.kind, error.status or "-", error,
+        extra={"turn_id": answer.trace or None, "model_error": error.kind, "status": error.status},
+    )
     answer.done = True
     usage, notices, hits = answer.total_usage, tuple(answer.notices), answer.hits
     if error.kind == "interrupted":

@@ -4,6 +4,8 @@ retried once with half the history. Without a model: the best passages, quoted a
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -11,7 +13,7 @@ from bot.engine import prompts, replies
 from bot.engine.answer import Answer
 from bot.engine.checks import check_answer
 from bot.engine.compose import answer_prompt
-from bot.models import Notice, ReplyEvent, TextDelta, Usage
+from bot.models import Finish, Notice, ReplyEvent, TextDelta, Usage
 from bot.ports import ModelError
 from bot.safety.moderation import Verdict
 
@@ -30,6 +32,44 @@ async def speak_offline(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEv
     yield TextDelta(text)
 
 
+CUT_SHORT = {
+    "length": "it reached my length limit",
+    "deadline": "it was taking too long",
+    "content_filter": "my language model's content filter stopped it",
+    "incomplete": "my language model stopped without finishing",
+}
+_PROMPT_TAG = re.compile(
+    r"</?(?:user_message|reference_passages|passage|draft|voice_examples|examples?|conversation|latest)\b[^<>]{0,200}>"
+)
+
+
+class TagStripper:
+    """Copies of advisor's own prompt tags (`</user_message>`, `<reference_passages>`) taken out of a
+    streamed answer; a piece that may be the start of a tag is held back until it is known."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        text = _PROMPT_TAG.sub("", self._held + piece)
+        start = text.rfind("<")
+        if start != -1 and ">" not in text[start:] and len(text) - start <= 200:
+            self._held, text = text[start:], text[:start]
+        else:
+            self._held = ""
+        return text
+
+    def flush(self) -> str:
+        held, self._held = _PROMPT_TAG.sub("", self._held), ""
+        return held
+
+
+def estimated_usage(engine: Engine, answer: Answer, model_text: str) -> Usage:
+    """What a stream that never reported its usage spent: the prompt and the text that arrived."""
+    prompt = sum(engine.count_tokens(m.get("content", "")) for m in answer.messages)
+    return Usage(prompt, engine.count_tokens(model_text))
+
+
 async def speak(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
     model = engine.model
     if model is None:
@@ -39,22 +79,47 @@ async def speak(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
     flagged: Verdict | None = None
     checked = 0  # characters of the answer already moderated
     written = sum(map(len, answer.parts))  # characters of the answer so far
+    lead = written  # the fixed note before the model's text, if any
     every = engine.settings.safety.output_check_chars
+    budget, max_tokens = engine.settings.core.answer_deadline_seconds, engine.settings.core.answer_max_tokens
     error: ModelError | None = None
     for attempt in range(2):
-        stream = model.stream(answer.messages)
+        stream = model.stream(answer.messages, max_tokens=max_tokens)
+        strip = TagStripper()
+        reported = False
         try:
-            async for piece in stream:
+            pieces = aiter(stream)
+            while True:
+                try:
+                    piece = await asyncio.wait_for(anext(pieces), max(0.0, answer.seconds_left(budget)))
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    if written == lead:
+                        raise ModelError("unavailable", "the model did not answer within the deadline") from None
+                    answer.truncated = "deadline"
+                    break
                 if isinstance(piece, Usage):
                     answer.usage.append(piece)
+                    reported = True
                     continue
-                answer.parts.append(piece)
-                yield TextDelta(piece)
-                written += len(piece)
+                if isinstance(piece, Finish):
+                    answer.truncated = piece.reason
+                    continue
+                text = strip.feed(piece)
+                if text:
+                    answer.parts.append(text)
+                    yield TextDelta(text)
+                    written += len(text)
                 if written - checked >= every:
                     flagged, checked = await check_answer(engine, answer.key, "".join(answer.parts), checked, answer.notices)
                     if flagged is not None:
                         break
+            rest = strip.flush() if flagged is None else ""
+            if rest:
+                answer.parts.append(rest)
+                yield TextDelta(rest)
+                written += len(rest)
             error = None
             break
         except ModelError as exc:
@@ -70,7 +135,9 @@ async def speak(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
         finally:
             closing = getattr(stream, "aclose", None)
             if closing is not None:
-                await closing()  # an answer cut short by moderation stops the model's stream too
+                await closing()  # an answer cut short by moderation or the deadline stops the model's stream too
+            if not reported and written > lead:  # cut off or timed out: count what arrived
+                answer.usage.append(estimated_usage(engine, answer, "".join(answer.parts)[lead:]))
     if error is not None:
         async for event in replies.model_failed(answer, error):
             yield event
@@ -80,3 +147,12 @@ async def speak(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
     if flagged is not None:
         async for event in replies.retract(engine, answer, flagged):
             yield event
+        return
+    if answer.truncated is not None:
+        why = CUT_SHORT.get(answer.truncated, CUT_SHORT["incomplete"])
+        notice = Notice("truncated", f"The answer was cut short: {why}.")
+        answer.notices.append(notice)
+        yield notice
+        tail = f"\n\n(I had to cut this answer short: {why}. Ask me to go on if you need the rest.)"
+        answer.parts.append(tail)
+        yield TextDelta(tail)

@@ -18,7 +18,8 @@ from typing import Any
 
 import openai
 
-from bot.models import Usage
+from bot.llm.layout import Layout, laid_out
+from bot.models import Finish, Usage
 from bot.ports import ModelError
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,12 @@ def classify(exc: Exception) -> ModelError:
     """Map a client exception to the engine's error kinds (messages never carry secrets)."""
     if isinstance(exc, ModelError):
         return exc
+    error = _classify(exc)
+    error.status = getattr(exc, "status_code", None)
+    return error
+
+
+def _classify(exc: Exception) -> ModelError:
     code = getattr(exc, "code", None)
     if isinstance(exc, openai.RateLimitError):
         if code == "insufficient_quota":
@@ -77,8 +84,10 @@ class OpenAIChatModel:
         retry_budget: float = 20.0,
         max_attempts: int = 4,
         base_delay: float = 0.5,
+        layout: Layout = "multi_system",
     ) -> None:
         self._client = client
+        self.layout = layout
         self.name = model
         self.timeout = timeout
         self.retry_budget = retry_budget
@@ -102,8 +111,12 @@ class OpenAIChatModel:
         if error.kind in {"quota", "auth"}:
             log.error("model %s unusable: %s; an admin must fix the account or key", self.name, error)
 
-    async def stream(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> AsyncIterator[str | Usage]:
-        """Yield text pieces as they arrive, then the Usage (when the server reports it)."""
+    async def stream(
+        self, messages: list[dict[str, str]], max_tokens: int | None = None
+    ) -> AsyncIterator[str | Usage | Finish]:
+        """Yield text pieces as they arrive, then the Usage (when the server reports it), then a
+        `Finish` when the answer did not end with "stop"."""
+        messages = laid_out(messages, self.layout)
         deadline = time.monotonic() + self.retry_budget
         attempt = 0
         while True:
@@ -119,6 +132,7 @@ class OpenAIChatModel:
                     timeout=self.timeout,
                     **kwargs,
                 )
+                finish: str | None = None
                 async for chunk in response:
                     if chunk.usage is not None:
                         yield Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
@@ -126,6 +140,9 @@ class OpenAIChatModel:
                         if choice.delta.content:
                             emitted = True
                             yield choice.delta.content
+                        finish = choice.finish_reason or finish
+                if finish != "stop" and (emitted or finish):
+                    yield Finish(finish or "incomplete")
                 return
             except Exception as exc:  # classified below; cancellation is not an Exception
                 error = classify(exc)
@@ -137,6 +154,7 @@ class OpenAIChatModel:
 
     async def complete(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> tuple[str, Usage]:
         """One non-streamed answer (query rewriting, summaries), with the same retries."""
+        messages = laid_out(messages, self.layout)
         deadline = time.monotonic() + self.retry_budget
         attempt = 0
         while True:
@@ -156,6 +174,8 @@ class OpenAIChatModel:
                     raise error from exc
 
 
-def build_chat_model(api_key: str | None, base_url: str | None, model: str, timeout: float) -> OpenAIChatModel:
+def build_chat_model(
+    api_key: str | None, base_url: str | None, model: str, timeout: float, layout: Layout = "strict"
+) -> OpenAIChatModel:
     client = openai.AsyncOpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=0)
-    return OpenAIChatModel(client, model, timeout=timeout)
+    return OpenAIChatModel(client, model, timeout=timeout, layout=layout)

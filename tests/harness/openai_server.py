@@ -132,6 +132,16 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+def _check_template(messages: list[Any]) -> None:
+    """llama.cpp's answer to a strict chat template (its jinja raise_exception, HTTP 400)."""
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if roles and roles[0] == "system":
+        roles = roles[1:]
+    expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(roles))]
+    if not roles or roles != expected or roles[-1] != "user":
+        raise ApiError(400, "Conversation roles must alternate user/assistant/user/assistant/...", type="invalid_request_error")
+
+
 def _message_words(message: Any) -> int:
     """Rough token count of one chat message: whitespace words of its text content."""
     content = message.get("content") if isinstance(message, dict) else None
@@ -202,6 +212,11 @@ class FakeOpenAI(LoopbackServer):
         self.chunk_chars = 8
         self.chunk_delay = 0.0
         self.embedding_dim = 8
+        # like llama.cpp with a strict chat template (Gemma, Mistral): 400 unless the roles are one
+        # optional system message, then user/assistant alternating, starting and ending with user
+        self.strict_template = False
+        self.endless = False  # the stream never stops on its own: the answer repeats until max_tokens
+        self.finish_reason: str | None = None  # the next answer's finish_reason instead of "stop" (once)
         self._answers: deque[str] = deque()
         self._moderations: deque[Json] = deque()
         self._faults: list[_Fault] = []
@@ -387,7 +402,18 @@ class FakeOpenAI(LoopbackServer):
             raise ApiError(
                 400, "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
             )
+        if self.strict_template:
+            _check_template(messages)
         answer = self._answers.popleft() if self._answers else self.default_answer
+        finish, self.finish_reason = self.finish_reason or "stop", None
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+            raise ApiError(400, f"Invalid 'max_tokens': {max_tokens!r}. Expected an integer >= 1.", param="max_tokens")
+        if stream and self.endless:
+            return await self._stream_chat(request, {"id": _new_id("chatcmpl-"), "created": _now(), "model": model},
+                                           answer, None, finish, endless_until=max_tokens)
+        if max_tokens is not None and _words(answer) > max_tokens:  # a "token" is a word here
+            answer, finish = " ".join(answer.split()[:max_tokens]), "length"
         prompt_tokens = sum(_message_words(message) for message in messages)
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -397,25 +423,35 @@ class FakeOpenAI(LoopbackServer):
         head = {"id": _new_id("chatcmpl-"), "created": _now(), "model": model}
         if stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return await self._stream_chat(request, head, answer, usage if include_usage else None)
+            return await self._stream_chat(request, head, answer, usage if include_usage else None, finish)
         message = {"role": "assistant", "content": answer, "refusal": None}
-        choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
+        choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
         return _json({**head, "object": "chat.completion", "choices": [choice], "usage": usage})
 
     async def _stream_chat(
-        self, request: web.Request, head: Json, answer: str, usage: Json | None
+        self,
+        request: web.Request,
+        head: Json,
+        answer: str,
+        usage: Json | None,
+        finish: str = "stop",
+        endless_until: int | None = None,
     ) -> web.StreamResponse:
-        """SSE: a role delta, content deltas of `chunk_chars`, a "stop" chunk, [usage chunk], [DONE]."""
+        """SSE: a role delta, content deltas of `chunk_chars`, a `finish` chunk, [usage chunk], [DONE].
+        `endless`: the answer's words again and again, until `endless_until` words ("length") or the
+        client goes away."""
 
         def chunk(delta: Json, finish_reason: str | None = None) -> Json:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             extra = {"usage": None} if usage is not None else {}
             return {**head, "object": "chat.completion.chunk", "choices": [choice], **extra}
 
+        if self.endless:
+            return await self._stream_endless(request, chunk, answer, endless_until)
         size = max(1, self.chunk_chars)
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
         events += [chunk({"content": answer[i : i + size]}) for i in range(0, len(answer), size)]
-        events.append(chunk({}, "stop"))
+        events.append(chunk({}, finish))
         if usage is not None:
             events.append({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
         drop_after = _INCOMING.get().drop_after_chunks
@@ -439,6 +475,25 @@ class FakeOpenAI(LoopbackServer):
             await response.write(f"data: {json.dumps(event)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
+        return response
+
+    async def _stream_endless(
+        self, request: web.Request, chunk: Any, answer: str, until: int | None
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        await response.prepare(request)
+        words = answer.split() or ["more"]
+        sent = 0
+        try:
+            while until is None or sent < until:
+                await response.write(f"data: {json.dumps(chunk({'content': words[sent % len(words)] + ' '}))}\n\n".encode())
+                sent += 1
+                await asyncio.sleep(max(self.chunk_delay, 0.001))
+            await response.write(f"data: {json.dumps(chunk({}, 'length'))}\n\n".encode())
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass  # the client stopped reading
         return response
 
     # ----- embeddings and moderations --------------------------------------------------------------
