@@ -34,3 +34,4 @@ bench: $(STAMP) redis-server
 	$(VENV)/bin/python bench/retrieval.py
 	$(VENV)/bin/python bench/engine.py
 	$(VENV)/bin/python bench/capacity.py
+	$(VENV)/bin/python bench/safety.py
