@@ -253,10 +253,12 @@ class NoEmbeddings(LoopbackServer):
     """llama.cpp's server without --embeddings: 501 on /v1/embeddings."""
 
     async def __aenter__(self) -> NoEmbeddings:
+        async def embeddings(_: web.Request) -> web.Response:
+            error = {"code": 501, "message": "This server does not support embeddings.", "type": "not_supported_error"}
+            return web.json_response({"error": error}, status=501)
+
         app = web.Application()
-        app.router.add_post("/v1/embeddings", lambda _: web.json_response(
-            {"error": {"code": 501, "message": "This server does not support embeddings.", "type": "not_supported_error"}},
-            status=501))
+        app.router.add_post("/v1/embeddings", embeddings)
         port = await self._serve(app)
         self.base_url = f"http://127.0.0.1:{port}/v1"
         return self
