@@ -88,15 +88,12 @@ async def speak(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
         strip = TagStripper()
         reported = False
         try:
-            pieces = aiter(stream)
-            while True:
-                try:
-                    piece = await asyncio.wait_for(anext(pieces), max(0.0, answer.seconds_left(budget)))
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
+            # the deadline is checked as pieces arrive (a stream that stalls is ended by the client's
+            # read timeout): a timer per piece would cost a task each, for every answer in flight
+            async for piece in stream:
+                if answer.seconds_left(budget) <= 0:
                     if written == lead:
-                        raise ModelError("unavailable", "the model did not answer within the deadline") from None
+                        raise ModelError("unavailable", "the model did not answer within the deadline")
                     answer.truncated = "deadline"
                     break
                 if isinstance(piece, Usage):
