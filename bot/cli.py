@@ -173,8 +173,9 @@ async def cmd_ingest(settings: Settings, paths: Sequence[Path], full: bool, mapp
             settings.retrieval.chunk_tokens,
             settings.retrieval.chunk_overlap,
             mapping,
+            follow_links=settings.retrieval.follow_links,
         )
-        total = len(discover(paths, IngestReport())[0])
+        total = len(discover(paths, IngestReport(), settings.retrieval.follow_links)[0])
         bar, update = _progress_bar(total) if not quiet else (None, None)
         try:
             report = await ingestor.run(paths, full=full, progress=update)

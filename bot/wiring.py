@@ -194,7 +194,8 @@ async def build_services(settings: Settings) -> Services:
     stack = await build_retrieval(settings)
     engine = await build_engine(settings, stack, shared)
     indexer = Ingestor(
-        stack.store, stack.embedder, stack.sparse, settings.retrieval.chunk_tokens, settings.retrieval.chunk_overlap
+        stack.store, stack.embedder, stack.sparse, settings.retrieval.chunk_tokens, settings.retrieval.chunk_overlap,
+        follow_links=settings.retrieval.follow_links,
     )
     lock = shared.reindex_lock if shared else None
     return Services(stack, engine, Admin(engine, indexer, stack.store, settings.core.knowledge_paths, lock), shared)

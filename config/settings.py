@@ -197,6 +197,7 @@ class RetrievalSettings(_Group):
     prefix: ClassVar[str] = "ADVISOR_RETRIEVAL_"
     mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
     top_k: int = Field(5, ge=1, le=100)
+    follow_links: bool = Field(False, description="ingest files that links inside a knowledge folder point to outside it")
     fusion: Literal["dbsf", "rrf"] = Field(
         "dbsf", description="dbsf (distribution-based score fusion) or rrf (weighted reciprocal rank fusion)"
     )

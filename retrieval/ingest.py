@@ -63,8 +63,14 @@ Progress = Callable[[str, int], None]
 """Called with ("file", 1) per file done and ("chunks", n) per n chunks stored."""
 
 
-def discover(paths: Sequence[Path], report: IngestReport) -> tuple[list[Path], list[Path]]:
-    """Files to read (sorted, hidden ones left out) and the folders they came from."""
+LINK_LEAVES = "a link to a file outside the folder, not followed (ADVISOR_RETRIEVAL_FOLLOW_LINKS=true follows it)"
+
+
+def discover(
+    paths: Sequence[Path], report: IngestReport, follow_links: bool = False
+) -> tuple[list[Path], list[Path]]:
+    """Files to read (sorted, hidden ones left out) and the folders they came from. A link inside a
+    folder that leads out of it (an env file, a home directory) is skipped unless `follow_links`."""
     files: list[Path] = []
     roots: list[Path] = []
     for given in paths:
@@ -73,8 +79,13 @@ def discover(paths: Sequence[Path], report: IngestReport) -> tuple[list[Path], l
             roots.append(path)
             for candidate in sorted(path.rglob("*")):
                 relative = candidate.relative_to(path).parts
-                if candidate.is_file() and not any(part.startswith(".") for part in relative):
-                    files.append(candidate)
+                if not candidate.is_file() or any(part.startswith(".") for part in relative):
+                    continue
+                target = candidate.resolve()
+                if not follow_links and target != path and path not in target.parents:
+                    report.skipped.append((str(candidate), LINK_LEAVES))
+                    continue
+                files.append(candidate)
         elif path.is_file():
             files.append(path)
         else:
@@ -98,7 +109,9 @@ class Ingestor:
         max_tokens: int = 200,
         overlap: int = 40,
         mapping: FieldMapping | None = None,
+        follow_links: bool = False,
     ) -> None:
+        self.follow_links = follow_links
         self.store = store
         self.embedder = embedder
         self.sparse = sparse
@@ -117,7 +130,7 @@ class Ingestor:
         """Ingest `paths`. `full` rebuilds a fresh index and switches to it at the end."""
         report = IngestReport()
         started = time.perf_counter()
-        files, roots = discover(paths, report)
+        files, roots = discover(paths, report, self.follow_links)
         report.files_seen = len(files)
         target = await self.store.begin_rebuild() if full else self.store
         try:

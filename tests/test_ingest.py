@@ -140,3 +140,36 @@ async def test_interrupted_file_is_redone(ingestor: Ingestor, kb: Path) -> None:
     await ingestor.store.delete([sorted(ids)[0]])
     report = await ingestor.run([kb])
     assert report.files_indexed == 1 and report.chunks_embedded == 1
+
+
+async def test_a_link_that_leaves_the_folder_is_not_followed(tmp_path: Path, embedder: Any) -> None:
+    """A symlink to an env file once put SLACK_BOT_TOKEN=... into an answer."""
+    from retrieval.ingest import LINK_LEAVES, Ingestor
+    from retrieval.sparse import Bm25Encoder
+    from retrieval.store_edge import EdgeStore
+
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text("SLACK_BOT_TOKEN=xoxb-not-for-answers\n")
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "guide.md").write_text("# Budget\n\nWrite every expense down for a month.\n")
+    (kb / "notes.txt").symlink_to(secrets)
+    (kb / "inside.md").symlink_to(kb / "guide.md")  # a link that stays inside is fine
+    store = EdgeStore.open(tmp_path / "index", "kb", embedder.dim)
+    report = await Ingestor(store, embedder, Bm25Encoder()).run([kb])
+    assert (str(kb / "notes.txt"), LINK_LEAVES) in report.skipped
+    sources = await store.ids_by_source()
+    assert str(kb / "notes.txt") not in sources and str(kb / "inside.md") in sources
+    followed = await Ingestor(store, embedder, Bm25Encoder(), follow_links=True).run([kb])
+    assert not [s for s in followed.skipped if s[1] == LINK_LEAVES]
+    assert str(kb / "notes.txt") in await store.ids_by_source()
+    await store.close()
+
+
+@pytest.mark.parametrize("path", ["guides\x00/../../etc", "a" * 6000, "x/" * 300 + ("y" * 300)])
+def test_reindex_refuses_unusable_paths_clearly(tmp_path: Path, path: str) -> None:
+    from bot.ops.admin import Admin, AdminError
+
+    admin = Admin(None, None, None, [str(tmp_path)])
+    with pytest.raises(AdminError, match="usable path|can't be read here|not inside the configured"):
+        admin.resolve(path)

@@ -16,6 +16,9 @@ from typing import Any
 from bot.ports import Indexer, IndexReport
 
 
+MAX_PATH_CHARS = 1024
+
+
 class AdminError(Exception):
     """A refused admin request; the message is safe to show the admin."""
 
@@ -54,11 +57,16 @@ class Admin:
             raise AdminError("No knowledge paths are configured (set ADVISOR_KNOWLEDGE_PATHS).")
         if not path:
             return self.roots
-        wanted = Path(path).expanduser()
-        candidates = [wanted.resolve()] if wanted.is_absolute() else [(root / wanted).resolve() for root in self.roots]
-        for candidate in candidates:
-            if any(candidate == root or root in candidate.parents for root in self.roots) and candidate.exists():
-                return [candidate]
+        if "\x00" in path or len(path) > MAX_PATH_CHARS:
+            raise AdminError(f"That is not a usable path (a NUL byte, or longer than {MAX_PATH_CHARS} characters).")
+        try:
+            wanted = Path(path).expanduser()
+            candidates = [wanted.resolve()] if wanted.is_absolute() else [(root / wanted).resolve() for root in self.roots]
+            for candidate in candidates:
+                if any(candidate == root or root in candidate.parents for root in self.roots) and candidate.exists():
+                    return [candidate]
+        except (OSError, RuntimeError, ValueError) as exc:  # too long a name, a link loop, an odd character
+            raise AdminError(f"That path can't be read here ({type(exc).__name__}).") from exc
         raise AdminError(f"'{path}' is not inside the configured knowledge paths.")
 
     async def reindex(self, path: str | None, progress: Callable[[str, int], None] | None = None) -> IndexReport:
