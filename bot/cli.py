@@ -646,6 +646,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
+    from bot.ports import StateUnavailable
     from retrieval.embedders import EmbedderError
     from retrieval.evaluate import EvalInputError
     from retrieval.store_errors import StoreError
@@ -655,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, EvalInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (StoreError, EmbedderError) as exc:
+    except (StoreError, EmbedderError, StateUnavailable) as exc:  # Qdrant, the embedder or Redis down: one line
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -274,3 +274,16 @@ def test_ingest_against_a_server_without_embeddings_is_one_clear_line(
     err = capsys.readouterr().err
     assert "has no embeddings endpoint (HTTP 501)" in err and "ADVISOR_EMBEDDINGS_PROVIDER=onnx" in err
     assert [line for line in err.splitlines() if not line.startswith("{")] == [err.strip().splitlines()[-1]]  # one line
+
+
+@pytest.mark.parametrize("platform", ["web", "discord"])
+def test_run_with_redis_down_is_one_clear_line(
+    platform: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")  # nothing listens on the discard port
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "secret")
+    monkeypatch.setenv("DISCORD_TOKEN", "token")
+    assert main(["run", platform, *(["--port", "0"] if platform == "web" else [])]) == 1
+    err = capsys.readouterr().err
+    assert "error: Redis at 127.0.0.1:9 is unavailable" in err and "Traceback" not in err
