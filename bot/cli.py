@@ -412,12 +412,17 @@ async def cmd_simulate(settings: Settings, platform: str, files: list[Path], bot
     except module.SimulationInputError as exc:
         raise UsageError(str(exc)) from exc
     services = await build_services(settings)
+    failed = 0
     try:
         for line in await module.simulate(files, services.engine, services.admin, settings, bot_user_id):
+            if "error" in line:  # a file that could not be replayed: one line naming it, the others go on
+                failed += 1
+                print(f"error: {line['file']}: {line['error']}", file=sys.stderr)
+                continue
             print(json.dumps(line, ensure_ascii=False))
     finally:
         await services.close()
-    return 0
+    return 2 if failed else 0
 
 
 async def cmd_eval_retrieval(settings: Settings, args: argparse.Namespace) -> int:

@@ -73,3 +73,24 @@ def test_malformed_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert captured.out == ""
     (line,) = captured.err.strip().splitlines()
     assert line.startswith(f"error: {bad}: ") and problem in line
+
+
+def test_a_dispatch_discord_py_cannot_parse_is_one_line_and_the_others_still_run(
+    tmp_path: Path, kb_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["ingest", str(kb_dir)]) == 0
+    capsys.readouterr()
+    mention = dp.message_create(f"<@{BOT}> How big should my emergency fund be?", mentions=[BOT_USER])
+    broken = {**mention, "id": "123", "author": {"id": "5"}, "timestamp": "not a time"}  # passes the input check
+    files = [
+        write(tmp_path, "1.json", dispatch("MESSAGE_CREATE", broken)),
+        write(tmp_path, "2.json", dispatch("MESSAGE_CREATE", mention)),
+    ]
+    assert main(["simulate", "discord", *map(str, files)]) == 2
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"error: {files[0]}: discord.py cannot parse this MESSAGE_CREATE dispatch" in errors[0]
+    assert "Traceback" not in err
+    answered = [json.loads(line) for line in out.splitlines()]
+    assert answered and all(Path(line["file"]).name == "2.json" for line in answered)
+    assert "three to six months" in json.dumps(answered)

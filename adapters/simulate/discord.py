@@ -190,7 +190,12 @@ async def simulate(paths: list[Path], engine: Any, admin: Any, settings: Any, bo
                     state.parsers["GUILD_CREATE"](_guild(str(guild_id)))
                 first_call, first_ignored = len(recorder.calls), len(adapter.ignored)
                 before = set(asyncio.all_tasks())
-                state.parsers[dispatch.event](dispatch.data)
+                try:
+                    state.parsers[dispatch.event](dispatch.data)
+                except Exception as exc:  # noqa: BLE001 -- a dispatch discord.py cannot parse: report it, go on
+                    reason = f"discord.py cannot parse this {dispatch.event} dispatch ({type(exc).__name__}: {exc})"
+                    output.append({"platform": "discord", "file": dispatch.file, "error": reason})
+                    continue
                 await settle(before)
                 lines = _lines(dispatch.file, recorder.calls[first_call:])
                 if not lines:
