@@ -460,6 +460,7 @@ BAD_INPUTS: dict[str, tuple[bytes, str, set[int]]] = {
     "slash-command-garbage": (b"command=%2Fadvisor&text=%FF%FE%00&user_id=&channel_id=&team_id=", FORM, {200, 400}),
     "form-payload-not-json": (b"payload=%7Bnot+json", FORM, {400}),
     "form-payload-json-array": (b"payload=%5B1%2C2%5D", FORM, {400}),
+    "json-10000-deep": (b"[" * 10_000 + b"]" * 10_000, "application/json", {400}),
 }
 
 
@@ -509,6 +510,13 @@ async def test_door_limits_size_type_and_method(env: Any, stack: Stack, serve: A
     status, _ = await door.post(b'{"not json', content_type="application/json", sign=False,
                                 headers={"X-Slack-Request-Timestamp": str(int(time.time())), "X-Slack-Signature": "v0=" + "0" * 64})
     assert status == 401  # garbage with a forged signature: the signature is what is wrong
+    deep = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
+    status, _ = await door.post(deep, content_type="application/json", sign=False,
+                                headers={"X-Slack-Request-Timestamp": str(int(time.time())), "X-Slack-Signature": "v0=" + "0" * 64})
+    assert status == 401  # never parsed: the signature is checked first
+    status, _ = await door.post(sp.app_mention("hi"), sign=False,
+                                headers={"X-Slack-Request-Timestamp": "9" * 400, "X-Slack-Signature": "v0=" + "0" * 64})
+    assert status == 401  # a 400-digit timestamp is a malformed header, not a 500
     await asyncio.sleep(0.2)
     assert door.slack.calls == []
     await good_event_is_answered(door)

@@ -443,8 +443,13 @@ class SlackAdapter:
             if (request.content_length or 0) > MAX_BODY:
                 return web.json_response({"error": "request body too large"}, status=413)
             timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
-            if not timestamp.isdigit() or not request.headers.get("X-Slack-Signature"):
+            well_shaped = timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12
+            if not well_shaped or not request.headers.get("X-Slack-Signature"):
                 return web.json_response({"error": "missing or malformed Slack signature headers"}, status=401)
+            # the signature is checked on the raw bytes before anything parses them: an unsigned body
+            # (10,000-deep JSON, say) never reaches a parser, and bolt never logs it
+            if not self._signed(await request.read(), request.headers):
+                return web.json_response({"error": "invalid request signature"}, status=401)
             if self.gate is not None:
                 try:
                     await self.gate()
@@ -454,12 +459,9 @@ class SlackAdapter:
             try:
                 bolt_request = await to_bolt_request(request)
                 well_formed = _well_formed(bolt_request.body)
-            except (ValueError, TypeError, AttributeError):  # not UTF-8, not JSON, or not a JSON object: not Slack
+            except (ValueError, TypeError, AttributeError, RecursionError):  # not UTF-8, JSON or an object
                 well_formed = False
-            if not well_formed:  # a forged request is told so (401); only a signed one learns its body is bad
-                raw = await request.read()
-                if not self._signed(raw, request.headers):
-                    return web.json_response({"error": "invalid request signature"}, status=401)
+            if not well_formed:  # signed, but not a body Slack sends
                 return web.json_response({"error": "malformed request body"}, status=400)
             response = await self.app.async_dispatch(bolt_request)
             if response.status == 404:  # verified, but nothing handles it (a new event type): ack so Slack won't retry
