@@ -67,21 +67,27 @@ async def compose(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
     answer.messages = answer_prompt(engine, answer)
     if not engine.settings.core.tone_pass:
         return
-    started = time.perf_counter()
-    try:  # call one drafts the grounded answer; call two (step `speak`) rewrites its voice
-        core = engine.settings.core
-        draft_call = engine.model.complete(answer.messages, max_tokens=core.answer_max_tokens)
-        try:
-            answer.draft, spent = await asyncio.wait_for(draft_call, max(0.0, answer.seconds_left(core.answer_deadline_seconds)))
-        except TimeoutError:
-            raise ModelError("unavailable", "the draft was not written within the deadline") from None
-        answer.usage.append(spent)
-        answer.messages = prompts.tone_messages(engine.settings.core.persona, answer.draft, answer.examples)
-    except ModelError as exc:
-        answer.draft_ms = (time.perf_counter() - started) * 1000
-        log.info("tone pass: the draft call added %.0f ms before the first token", answer.draft_ms)
-        async for event in model_failed(answer, exc):
+    failure = await write_draft(engine, answer)
+    if failure is not None:
+        async for event in model_failed(answer, failure):
             yield event
-        return
+
+
+async def write_draft(engine: Engine, answer: Answer) -> ModelError | None:
+    """Call one of the tone pass: the grounded draft, within the answer's token budget and deadline,
+    and the messages with which step `speak` rewrites its voice; the failure, if the call failed."""
+    core = engine.settings.core
+    started = time.perf_counter()
+    failure: ModelError | None = None
+    try:
+        call = engine.model.complete(answer.messages, max_tokens=core.answer_max_tokens)
+        answer.draft, spent = await asyncio.wait_for(call, max(0.0, answer.seconds_left(core.answer_deadline_seconds)))
+        answer.usage.append(spent)
+        answer.messages = prompts.tone_messages(core.persona, answer.draft, answer.examples)
+    except TimeoutError:
+        failure = ModelError("unavailable", "the draft was not written within the deadline")
+    except ModelError as exc:
+        failure = exc
     answer.draft_ms = (time.perf_counter() - started) * 1000
     log.info("tone pass: the draft call added %.0f ms before the first token", answer.draft_ms)
+    return failure

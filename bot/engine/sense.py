@@ -18,10 +18,11 @@ log = logging.getLogger(__name__)
 
 
 async def sense(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
+    """Yields no event: it only reads (a step is an async generator all the same)."""
     if engine.detector is not None:
         try:
             answer.reading = await engine.detector.read(answer.text)
         except Exception:  # noqa: BLE001 -- the rules still run
             log.warning("the learned safety detector failed; the rules decide alone", exc_info=True)
-    return
-    yield  # an async generator that yields nothing
+    for event in ():  # makes this an async generator
+        yield event

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from bot.models import Final, IncomingMessage
+from bot.safety.semantic import DATA_DIR
 
 Answer = Callable[[str], Awaitable[Final]]
 MIN_RECALL = 0.95
 MAX_FALSE_ALARM_RATE = 0.03
-HELDOUT = Path(__file__).resolve().parent / "data" / "heldout"  # never used to train the detector
+HELDOUT = DATA_DIR / "heldout"  # never used to train the detector
 
 
 @dataclass
