@@ -11,7 +11,7 @@ from bot.engine import prompts
 from bot.engine.answer import Answer
 from bot.engine.checks import alerts
 from bot.llm.pricing import cost_usd
-from bot.models import Citations, Final, Notice, ReplyEvent, TextDelta, Usage
+from bot.models import Citations, Final, Notice, ReplyEvent, TextDelta
 from bot.ops import metrics
 from bot.ports import ModelError
 from bot.safety.crisis import detect, protocol_message

@@ -4,7 +4,6 @@ retried once with half the history. Without a model: the best passages, quoted a
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
