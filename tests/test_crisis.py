@@ -96,6 +96,8 @@ def test_negation_does_not_hide_intent() -> None:
     [
         ("My friend said she wants to die, how can I help her?", "third_party"),
         ("My teenage son has been cutting himself, where can we find a therapist?", "third_party"),
+        ("My son has been cutting, how do I approach him?", "third_party"),
+        ("How do I talk to my friend who attempted suicide last month?", "third_party"),
         ("I'm reading a novel where the main character kills herself.", "third_party"),
         ("What are the warning signs of suicide?", "topic"),
         ("Does life insurance cover suicide?", "topic"),

@@ -192,6 +192,8 @@ _PERSON = re.compile(
     r"uncle|grandma|grandpa|grandmother|grandfather|neighbou?r|teen|teenager|student|client|customer|patient|"
     r"character|celebrity|actor|actress|singer|classmate|boss|nephew|niece)\b"
 )
+# a person word before "who" is the subject of what follows, even as an object ("talk to my friend who ...")
+_WHO = re.compile(r"\b(\w+) (?:who|whos) (?:\w+ ){0,3}$")
 # "can you help me ..." is about the writer, not about "you"
 _ASKING = frozenset({"can", "could", "would", "will", "please", "do", "did"})
 _FICTION = re.compile(
@@ -372,9 +374,11 @@ RULES: tuple[_Rule, ...] = (
         r"(?:again|on purpose|to (?:feel|cope|punish|calm|numb|forget|get through)|every (?:day|night|time)|"
         r"when (?:i|things|it|everything)|whenever|because i|for (?:weeks|months|years))\b",
         r"\bi (?:cut|burned|hurt myself) again\b",
-        rf"\b(?:been|started|keep|kept) cutting(?: again)?{_END}|\bcutting again\b",
         r"\b(?:cut|burned|burnt) (?:myself|my (?:arms?|wrists?|legs?|thighs?))(?: \w+){0,3} (?:last night|today|"
         r"yesterday|this morning|earlier|tonight|too deep|deep|deeper)\b",
+    ),
+    _rule(  # no subject in the match: "my son has been cutting" is someone else
+        "self_harm", "strong", "any", rf"\b(?:been|started|keep|kept) cutting(?: again)?{_END}|\bcutting again\b"
     ),
     _rule(
         "self_harm", "strong", "first",
@@ -683,6 +687,9 @@ def _downgrade(text: str, start: int, end: int, subject: Subject, reason: str = 
     if _REPORTED.search(clause) and not _INNER_VOICE.search(clause):
         return "reported"
     if subject in ("any", "first"):
+        who = _WHO.search(text[sentence_start:start])
+        if who and _people(who.group(1)) and who.group(1) not in _FIRST:
+            return "third_party"  # "my friend who attempted suicide": the friend did
         people = _people(text[sentence_start:end])
         if people and people[-1] not in _FIRST:
             return "third_party"
