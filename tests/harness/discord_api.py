@@ -60,6 +60,24 @@ if TYPE_CHECKING:
 Json = dict[str, Any]
 FaultKind = Literal["rate_limited", "server_error", "forbidden"]
 
+# Strict limits, from Discord's docs (docs/topics/rate-limits, docs/interactions/receiving-and-responding).
+GLOBAL_LIMIT = 50  # requests per second per bot token, over every route but the interaction ones
+INITIAL_RESPONSE_DEADLINE = 3.0  # seconds to the first interaction callback, else 10062 and the token is void
+TOKEN_LIFETIME = 15 * 60.0  # seconds an interaction token can edit the response or send follow-ups
+DEFAULT_ZLIB_CHUNK = 512  # zlib-stream: bytes per websocket frame; a payload may span several frames
+DEFAULT_ROUTE_LIMIT = (5, 1.0)
+FORBIDDEN_MESSAGES = {50001: "Missing Access", 50007: "Cannot send messages to this user", 50013: "Missing Permissions"}
+# (limit, per seconds) per route and top-level resource (channel, guild, webhook id + token): the values
+# Discord sends for these routes; message edits are 5 per 5 s in a channel.
+ROUTE_LIMITS: dict[tuple[str, str], tuple[int, float]] = {
+    ("POST", "/channels/{}/messages"): (5, 5.0),
+    ("PATCH", "/channels/{}/messages/{}"): (5, 5.0),
+    ("POST", "/channels/{}/typing"): (5, 5.0),
+    ("PUT", "/channels/{}/messages/{}/reactions/{}/@me"): (1, 0.25),
+    ("POST", "/webhooks/{}/{}"): (5, 2.0),
+    ("PATCH", "/webhooks/{}/{}/messages/{}"): (5, 2.0),
+}
+
 CONTENT_LIMIT = 2000
 EMBED_LIMIT = 10
 COMMAND_LIMIT = 100
@@ -179,6 +197,59 @@ class _Route:
     handler: Callable[..., Awaitable[web.Response]]
     auth: bool = True
     bucket: str = ""
+    limit: tuple[int, float] | None = DEFAULT_ROUTE_LIMIT  # None: no per-route limit (interaction callbacks)
+    majors: tuple[int, ...] = ()  # which path groups are top-level resources (separate buckets)
+
+
+class FakeClock:
+    """The fake's sense of time: the real monotonic clock plus whatever a test moved it forward.
+
+    Deadlines (the 3-second initial interaction response, the 15-minute interaction token) and
+    rate-limit windows are measured on it, so a test can jump 15 minutes without waiting.
+    """
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        self.offset += seconds
+
+
+@dataclass
+class _Window:
+    """One rate-limit bucket for one top-level resource: `limit` requests per `per` seconds, fixed windows."""
+
+    limit: int
+    per: float
+    used: int = 0
+    reset_at: float = 0.0
+
+    def take(self, now: float) -> bool:
+        if now >= self.reset_at:
+            self.used, self.reset_at = 0, now + self.per
+        if self.used >= self.limit:
+            return False
+        self.used += 1
+        return True
+
+    def reset_after(self, now: float) -> float:
+        return max(0.0, self.reset_at - now)
+
+    def headers(self, now: float, bucket: str) -> dict[str, str]:
+        """docs/topics/rate-limits#header-format, as sent on every rate-limited route's response."""
+        after = self.reset_after(now)
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(max(0, self.limit - self.used)),
+            "X-RateLimit-Reset": f"{time.time() + after:.3f}",
+            "X-RateLimit-Reset-After": f"{after:.3f}",
+            "X-RateLimit-Bucket": bucket,
+        }
 
 
 @dataclass(eq=False)
@@ -193,6 +264,7 @@ class _Conn:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     session: _Session | None = None
     closed_by_server: bool = False
+    zombie: bool = False  # heartbeats go unanswered and nothing is sent: a "zombied" connection
 
 
 @dataclass(eq=False)
@@ -221,6 +293,22 @@ def _json_response(data: Any, *, status: int = 200, headers: dict[str, str] | No
     return web.Response(body=body, status=status, headers={"Content-Type": "application/json", **(headers or {})})
 
 
+def _majors(shape: str) -> tuple[int, ...]:
+    """Which path groups of a route shape ("/channels/{}/messages/{}") are top-level resources: a
+    channel, a guild, or a webhook id and its token (docs/topics/rate-limits: separate buckets)."""
+    majors: list[int] = []
+    index, previous = 0, ""
+    for segment in shape.strip("/").split("/"):
+        if segment != "{}":
+            previous = segment
+            continue
+        if previous in ("channels", "guilds", "webhooks", "<webhook>"):
+            majors.append(index)
+        previous = "<webhook>" if previous == "webhooks" else "<group>"
+        index += 1
+    return tuple(majors)
+
+
 def _trace(name: str) -> list[str]:
     return [json.dumps([f"gateway-prd-fake-{name}", {"micros": 1000, "calls": []}])]
 
@@ -239,6 +327,10 @@ class FakeDiscord(LoopbackServer):
         require_message_content: bool = False,
         enabled_privileged_intents: int = Intents.PRIVILEGED,
         echo_bot_messages: bool = True,
+        rate_limits: bool = True,
+        interaction_deadlines: bool = True,
+        zlib_chunk_size: int | None = DEFAULT_ZLIB_CHUNK,
+        clock: FakeClock | None = None,
     ) -> None:
         """`token`: what IDENTIFY/RESUME and `Authorization: Bot ...` must carry (None accepts any).
 
@@ -248,6 +340,15 @@ class FakeDiscord(LoopbackServer):
         guard; real Discord would connect it and blank message content instead, which this fake
         also does). `echo_bot_messages`: dispatch MESSAGE_CREATE/UPDATE/DELETE for the bot's own
         REST writes, as Discord does.
+
+        Strict by default, each rule from Discord's docs: `rate_limits` (per-route buckets per
+        channel/guild/webhook with X-RateLimit-* headers counting down, 429 with Discord's body when
+        one is spent, message edits 5 per 5 s per channel, and the global 50 requests/s per bot);
+        `interaction_deadlines` (the first callback more than 3 s after INTERACTION_CREATE gets
+        404 10062 Unknown interaction and voids the token; webhook calls with a token older than
+        15 minutes get 401 50027 Invalid Webhook Token), both on `clock`, which tests may move
+        forward; `zlib_chunk_size`: a zlib-stream payload goes out in frames of at most this many
+        bytes (None: one frame per payload), so clients must buffer to the Z_SYNC_FLUSH suffix.
         """
         self.token = token
         self.bot_user: Json = bot_user or dp.bot_user()
@@ -257,6 +358,18 @@ class FakeDiscord(LoopbackServer):
         self.require_message_content = require_message_content
         self.enabled_privileged_intents = enabled_privileged_intents
         self.echo_bot_messages = echo_bot_messages
+        self.rate_limits = rate_limits
+        self.interaction_deadlines = interaction_deadlines
+        if zlib_chunk_size is not None and zlib_chunk_size < 1:
+            raise ValueError("zlib_chunk_size must be at least 1 (or None)")
+        self.zlib_chunk_size = zlib_chunk_size
+        self.clock = clock or FakeClock()
+        # every 429 the strict limits answered: {"method", "path", "scope" ("user" or "global"), "bucket", "retry_after"}
+        self.rate_limited: list[Json] = []
+        self.acks_withheld = 0  # heartbeats a zombied connection left unanswered
+        self.frames_sent = 0  # websocket frames (a split zlib-stream payload counts each frame)
+        self._windows: dict[str, _Window] = {}
+        self._global_windows: dict[str, _Window] = {}
         self.root = ""  # "http://127.0.0.1:PORT"
         self.api_base = ""  # "http://127.0.0.1:PORT/api/v10" (for discord.http.Route.BASE)
         self.gateway_url = ""  # "ws://127.0.0.1:PORT/gateway" (GET /gateway's url; DEFAULT_GATEWAY)
@@ -357,10 +470,11 @@ class FakeDiscord(LoopbackServer):
         "rate_limited": 429 {"message": "You are being rate limited.", "retry_after": kw retry_after
         (default 0.2), "global": kw global (default False)} with Retry-After, X-RateLimit-* and the
         `Via` header (discord.py treats a 429 without Via as a Cloudflare ban and does not retry);
-        "server_error": 500 (discord.py retries after 1 s, 3 s, ...); "forbidden": 403 {"code": 50013,
-        "message": "Missing Permissions"}.
+        "server_error": 500 (discord.py retries after 1 s, 3 s, ...); "forbidden": 403 {"code": kw code
+        (default 50013), "message": "Missing Permissions"}; code 50001 is "Missing Access" (a channel the
+        bot cannot see), 50007 "Cannot send messages to this user" (DMs closed).
         """
-        allowed = {"rate_limited": {"retry_after", "global"}, "server_error": set(), "forbidden": set()}
+        allowed = {"rate_limited": {"retry_after", "global"}, "server_error": set(), "forbidden": {"code"}}
         if kind not in get_args(FaultKind):
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {list(get_args(FaultKind))}")
         if set(kw) - allowed[kind]:
@@ -463,6 +577,17 @@ class FakeDiscord(LoopbackServer):
         await self._send(conn, _frame(9, resumable))
         await self._notify()
 
+    def zombie(self) -> None:
+        """Turn the current connection into a zombie (docs/topics/gateway#heartbeat-interval): heartbeats
+        get no ACK and nothing more is sent on it, dispatches included (they are kept for the RESUME).
+
+        The client should notice the missing ACKs, close with a code other than 1000/1001, reconnect
+        and RESUME; connections after that behave normally.
+        """
+        if self._session is None or self._session.conn is None:
+            raise RuntimeError("no connected client")
+        self._session.conn.zombie = True
+
     async def send_heartbeat_request(self) -> None:
         """Op 1 HEARTBEAT from the server: the client should heartbeat at once."""
         if self._session is None or self._session.conn is None:
@@ -495,19 +620,28 @@ class FakeDiscord(LoopbackServer):
 
     async def _send(self, conn: _Conn, payload: Json) -> bool:
         async with conn.lock:
-            if conn.ws.closed:
+            if conn.ws.closed or conn.zombie:
                 return False
             raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
             try:
                 if conn.compressor is not None:
                     data = conn.compressor.compress(raw.encode()) + conn.compressor.flush(zlib.Z_SYNC_FLUSH)
-                    await conn.ws.send_bytes(data)
+                    for frame in self._frames(data):
+                        await conn.ws.send_bytes(frame)
+                        self.frames_sent += 1
                 else:
                     await conn.ws.send_str(raw)
+                    self.frames_sent += 1
             except (ConnectionError, RuntimeError):
                 return False
             self.gateway_sent.append(payload)
             return True
+
+    def _frames(self, data: bytes) -> list[bytes]:
+        """One compressed payload as websocket frames of at most zlib_chunk_size bytes (docs/topics/gateway#zlib-stream:
+        a payload may be split across messages; only the last ends with the 00 00 ff ff suffix)."""
+        size = self.zlib_chunk_size or len(data)
+        return [data[start : start + size] for start in range(0, len(data), size)]
 
     async def _close(self, conn: _Conn, code: int, reason: str | None = None) -> None:
         conn.closed_by_server = True
@@ -595,7 +729,10 @@ class FakeDiscord(LoopbackServer):
         op, d = msg["op"], msg.get("d")
         if op == 1:
             self.heartbeats += 1
-            await self._send(conn, _frame(11))
+            if conn.zombie:
+                self.acks_withheld += 1
+            else:
+                await self._send(conn, _frame(11))
             await self._notify()
         elif op == 2:
             await self._identify(conn, d)
@@ -800,6 +937,7 @@ class FakeDiscord(LoopbackServer):
                 "response": None,
                 "original_message_id": None,
                 "followup_ids": [],
+                "created_at": self.clock.now(),
             }
             invoker = data.get("user") or (data.get("member") or {}).get("user")
             self._remember_user(invoker)
@@ -844,7 +982,9 @@ class FakeDiscord(LoopbackServer):
         routes = []
         for method, template, handler, auth in table:
             bucket = hashlib.md5(f"{method} {template}".encode()).hexdigest()
-            routes.append(_Route(method, re.compile(f"^{template}$"), handler, auth, bucket))
+            shape = re.sub(r"\((?:[^()]|\([^()]*\))*\)", "{}", template)  # "/channels/{}/messages"
+            limit = None if template.startswith("/interactions/") else ROUTE_LIMITS.get((method, shape), DEFAULT_ROUTE_LIMIT)
+            routes.append(_Route(method, re.compile(f"^{template}$"), handler, auth, bucket, limit, _majors(shape)))
         return routes
 
     async def _read_body(self, request: web.Request) -> tuple[Any, list[Json], bool]:
@@ -908,9 +1048,9 @@ class FakeDiscord(LoopbackServer):
             body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": is_global}
             return _json_response(body, status=429, headers=headers)
         if fault.kind == "forbidden":
-            return _json_response(
-                {"message": "Missing Permissions", "code": 50013}, status=403, headers={"Via": "1.1 google"}
-            )
+            code = int(fault.options.get("code", 50013))
+            body = {"message": FORBIDDEN_MESSAGES.get(code, "Missing Permissions"), "code": code}
+            return _json_response(body, status=403, headers={"Via": "1.1 google"})
         return _json_response(
             {"message": "500: Internal Server Error", "code": 0}, status=500, headers={"Via": "1.1 google"}
         )
@@ -964,19 +1104,25 @@ class FakeDiscord(LoopbackServer):
             return self._fault_response(fault, route.bucket)
         headers = {"Via": "1.1 google"}
         if route.auth:
-            headers.update(
-                {
-                    "X-RateLimit-Limit": "5",
-                    "X-RateLimit-Remaining": "4",
-                    "X-RateLimit-Reset": f"{time.time() + 1:.3f}",
-                    "X-RateLimit-Reset-After": "1.000",
-                    "X-RateLimit-Bucket": route.bucket,
-                }
-            )
+            if not self.rate_limits:  # polite: a bucket that never runs out
+                headers.update(
+                    {
+                        "X-RateLimit-Limit": "5",
+                        "X-RateLimit-Remaining": "4",
+                        "X-RateLimit-Reset": f"{time.time() + 1:.3f}",
+                        "X-RateLimit-Reset-After": "1.000",
+                        "X-RateLimit-Bucket": route.bucket,
+                    }
+                )
             authorization = request.headers.get("Authorization", "")
             token = authorization[len("Bot ") :] if authorization.startswith("Bot ") else None
             if token is None or not self._token_ok(token):
                 return _json_response({"message": "401: Unauthorized", "code": 0}, status=401, headers=headers)
+        if self.rate_limits:
+            refused = self._take_limits(route, groups, request.headers.get("Authorization", ""), headers)
+            if refused is not None:
+                self.rate_limited.append({"method": request.method, "path": path, **refused})
+                return self._too_many(refused, headers)
         if bad_json:
             return _json_response({"message": "The request body contains invalid JSON.", "code": 50109}, status=400)
         try:
@@ -985,6 +1131,39 @@ class FakeDiscord(LoopbackServer):
             return _json_response(error.body, status=error.status, headers=headers)
         response.headers.update(headers)
         return response
+
+    def _take_limits(self, route: _Route, groups: tuple[str, ...], authorization: str, headers: dict[str, str]) -> Json | None:
+        """Count the request against the global limit and its route bucket; the refusal if either is spent.
+
+        Adds the bucket's X-RateLimit-* headers to `headers`. Interaction callbacks and webhook routes
+        (no bot token) are not bound to the global limit (docs/topics/rate-limits#global-rate-limit).
+        """
+        now = self.clock.now()
+        if route.auth:
+            overall = self._global_windows.setdefault(authorization, _Window(GLOBAL_LIMIT, 1.0))
+            if not overall.take(now):
+                return {"scope": "global", "bucket": None, "retry_after": round(overall.reset_after(now), 3)}
+        if route.limit is None:
+            return None
+        key = ":".join([route.bucket, *(groups[i] for i in route.majors)])
+        window = self._windows.setdefault(key, _Window(*route.limit))
+        taken = window.take(now)
+        headers.update(window.headers(now, route.bucket))
+        if taken:
+            return None
+        return {"scope": "user", "bucket": route.bucket, "retry_after": round(window.reset_after(now), 3)}
+
+    @staticmethod
+    def _too_many(refused: Json, headers: dict[str, str]) -> web.Response:
+        """429 as docs/topics/rate-limits#exceeding-a-rate-limit shows it (the global one without bucket headers)."""
+        retry_after = refused["retry_after"]
+        is_global = refused["scope"] == "global"
+        out = {"Via": headers["Via"]} if is_global else dict(headers)
+        out.update({"Retry-After": str(max(1, math.ceil(retry_after))), "X-RateLimit-Scope": refused["scope"]})
+        if is_global:
+            out["X-RateLimit-Global"] = "true"
+        body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": is_global}
+        return _json_response(body, status=429, headers=out)
 
     # ----- lookups ---------------------------------------------------------------------------------
 
@@ -1617,8 +1796,13 @@ class FakeDiscord(LoopbackServer):
         if application_id == self.application_id:
             for interaction in self.interactions.values():
                 if interaction["token"] == token:
+                    if self.interaction_deadlines and self._age(interaction) > TOKEN_LIFETIME:
+                        raise ApiError(401, "Invalid Webhook Token", 50027)
                     return interaction
         raise unknown("Webhook", 10015)
+
+    def _age(self, interaction: Json) -> float:
+        return self.clock.now() - interaction["created_at"]
 
     def _interaction_callback_body(self, interaction: Json, kind: int, message: Json | None) -> Json:
         out: Json = {"interaction": {"id": interaction["id"], "type": interaction["type"]}}
@@ -1640,6 +1824,9 @@ class FakeDiscord(LoopbackServer):
     ) -> web.Response:
         interaction = self.interactions.get(interaction_id)
         if interaction is None or interaction["token"] != token:
+            raise ApiError(404, "Unknown interaction", 10062)
+        late = self.interaction_deadlines and self._age(interaction) > INITIAL_RESPONSE_DEADLINE
+        if late and interaction["response_type"] is None:  # the token is void: no response, no follow-ups
             raise ApiError(404, "Unknown interaction", 10062)
         if interaction["response_type"] is not None:
             raise ApiError(400, "Interaction has already been acknowledged.", 40060)
