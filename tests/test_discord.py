@@ -227,12 +227,12 @@ async def test_ask_status_and_forget(start: Any) -> None:
     assert "three to six months" in edit["content"]
     status = dp.interaction_create(subcommand="status")
     await bot.fake.dispatch("INTERACTION_CREATE", status)
-    (reply,) = await until(lambda: callbacks(bot.fake, status))
-    assert "**indexed passages**: 3" in reply["data"]["content"] and reply["data"]["flags"] == 64
+    (reply,) = await until(lambda: original_edits(bot.fake, status))  # deferred first: acked before any I/O
+    assert "**indexed passages**: 3" in reply["content"] and callbacks(bot.fake, status)[0]["data"]["flags"] == 64
     forget = dp.interaction_create(subcommand="forget")
     await bot.fake.dispatch("INTERACTION_CREATE", forget)
-    (done,) = await until(lambda: callbacks(bot.fake, forget))
-    assert "forgot our conversations here (2 messages)" in done["data"]["content"]
+    (done,) = await until(lambda: original_edits(bot.fake, forget))
+    assert "forgot our conversations here (2 messages)" in done["content"]
 
 
 async def test_reindex_refused_for_non_admins(start: Any) -> None:
@@ -267,8 +267,8 @@ async def test_feedback_button_is_stored(start: Any) -> None:
     custom_id = with_buttons["components"][0]["components"][0]["custom_id"]
     click = dp.component_interaction(custom_id, with_buttons, guild_id=None)
     await bot.fake.dispatch("INTERACTION_CREATE", click)
-    (reply,) = await until(lambda: callbacks(bot.fake, click))
-    assert reply["data"]["content"] == "Thanks for the feedback."
+    (reply,) = await until(lambda: original_edits(bot.fake, click))  # deferred first: acked before any I/O
+    assert reply["content"] == "Thanks for the feedback."
     turns = await bot.adapter.engine.memory.history(f"discord:dm:{dp.DM_CHANNEL_ID}:{[m for m in bot.fake.messages_in(dp.DM_CHANNEL_ID)][0]['id']}")
     assert [t.feedback for t in turns if t.role == "assistant"] == [1]
 

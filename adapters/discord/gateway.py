@@ -12,17 +12,19 @@ import logging
 import re
 import time
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
 import discord
 from discord import app_commands
 
+from adapters.discord.pacing import Pacer
 from adapters.progress import ReindexProgress
 from adapters.render import SHOWN_NOTICES, split_message
 from bot.ops import metrics
 from bot.ops.admin import Admin, AdminError
-from bot.ops.alerts import alert_channel, alert_text
+from bot.ops.alerts import alert_channel, alert_text, undelivered_text
 from bot.state import local_dedupe
 from bot.ops.inflight import InFlight
 from bot.ops.logs import new_turn_id, turn_context
@@ -37,6 +39,8 @@ ANSWERED_TYPES = {discord.MessageType.default, discord.MessageType.reply}
 FEEDBACK_PREFIX = "advisor:feedback:"
 NO_PINGS = discord.AllowedMentions.none()
 SORRY = "Sorry, something went wrong on my side and I couldn't answer. Please try again in a moment."
+BUSY = "A reindex is already running; try again when it's done."
+REFUSED = "Sorry, only admins can reindex the knowledge base."
 
 
 def gateway_client(shard_count: int | None = None) -> discord.AutoShardedClient:
@@ -50,6 +54,19 @@ def intents() -> discord.Intents:
     wanted = discord.Intents.default()
     wanted.message_content = True
     return wanted
+
+
+def failure(exc: discord.HTTPException) -> str:
+    """A failed write for logs and alerts: status and Discord's error code, never a message's text."""
+    return f"HTTP {exc.status}, Discord code {exc.code}"
+
+
+def dm_parts(parts: list[str], channel_id: int) -> list[str]:
+    """The answer as a DM, saying where it was meant to go."""
+    note = f"-# I couldn't post this in <#{channel_id}>, so here it is."
+    if len(note) + 1 + len(parts[0]) <= MESSAGE_LIMIT:
+        return [f"{note}\n{parts[0]}", *parts[1:]]
+    return [note, *parts]
 
 
 def sources_line(citations: tuple[Citation, ...]) -> str:
@@ -108,6 +125,7 @@ class DiscordAdapter:
         edit_interval: float = EDIT_INTERVAL,
         dedupe: Any = None,
         journal: Any = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.engine = engine
         self.admin = admin
@@ -122,8 +140,10 @@ class DiscordAdapter:
         self._working: set[str] = set()
         self.chains = ChainCache()
         self.edit_interval = edit_interval
+        self.pacer = pacer or Pacer()  # one per process: streaming edits stay inside Discord's limits
         self.ignored: deque[str] = deque(maxlen=100)
         self._synced = False
+        self._reindex_claimed = False
         self._register()
 
     def _register(self) -> None:
@@ -262,19 +282,14 @@ class DiscordAdapter:
                 async with self.inflight.track():
                     await self._stream(message, incoming, posted, key, work)
             done = True
-        except discord.HTTPException as exc:
-            done = True
-            await self.dedupe.release(key)
-            log.error("posting the answer in channel %s failed: %s", message.channel.id, exc)
         except Exception:  # a bug or an outage inside the engine: say so rather than stay silent
             done = True
             log.exception("answering message %s failed", message.id)
-            await message.reply(SORRY, mention_author=False, allowed_mentions=NO_PINGS)
+            await self._deliver(message, posted, [SORRY], None, incoming.author)
         finally:
             self._working.discard(key)
             if done and self.journal is not None:
                 await self.journal.finish(key)
-
     async def _resume(self, key: str, work: dict[str, Any]) -> None:
         """Finish an answer a dead process started: fetch the question and the parts already posted."""
         try:
@@ -304,46 +319,75 @@ class DiscordAdapter:
         key: str = "",
         work: dict[str, Any] | None = None,
     ) -> None:
-        """Typing, the first part as soon as there is text, throttled edits, further parts as needed."""
+        """Typing, the first part as soon as there is text, paced edits, further parts as needed."""
         posted = posted if posted is not None else []
         text = ""
         last_edit = 0.0
+        live = True  # streaming updates stop at the first failed write; the final delivery finds a way
         final: Final | None = None
         notices: list[Notice] = []
-        async with message.channel.typing():
-            async for event in self.engine.answer(incoming):
-                if isinstance(event, TextDelta):
-                    text += event.text
-                    if time.monotonic() - last_edit >= self.edit_interval:
-                        shown = len(posted)
-                        await self._show(message, posted, split_message(text, MESSAGE_LIMIT), final=False)
-                        last_edit = time.monotonic()
-                        if len(posted) > shown and work is not None and self.journal is not None:
-                            await self.journal.update(key, {**work, "posted": [str(p.id) for p in posted]})
-                elif isinstance(event, Notice) and event.kind in SHOWN_NOTICES:
-                    notices.append(event)
-                elif isinstance(event, Final):
-                    final = event
+        await self._typing(message.channel)
+        async for event in self.engine.answer(incoming):
+            if isinstance(event, TextDelta):
+                text += event.text
+                if live and time.monotonic() - last_edit >= self.edit_interval:
+                    shown = len(posted)
+                    live = await self._update(message, posted, split_message(text, MESSAGE_LIMIT))
+                    last_edit = time.monotonic()
+                    if len(posted) > shown and work is not None and self.journal is not None:
+                        await self.journal.update(key, {**work, "posted": [str(p.id) for p in posted]})
+            elif isinstance(event, Notice) and event.kind in SHOWN_NOTICES:
+                notices.append(event)
+            elif isinstance(event, Final):
+                final = event
         assert final is not None
-        await self._show(message, posted, answer_parts(final, notices), final=True, turn_id=final.turn_id)
+        await self._deliver(message, posted, answer_parts(final, notices), final.turn_id, incoming.author)
         await self._alert_admins(final, incoming, message.jump_url)
+
+    async def _typing(self, channel: Any) -> None:
+        """One typing indicator, when the pacer has room; it may fail (no Send Messages): the answer goes on."""
+        if not self.pacer.try_take():
+            return
+        try:
+            await channel.typing()
+        except discord.HTTPException as exc:
+            log.info("no typing indicator in channel %s (%s)", channel.id, failure(exc))
+
+    async def _update(self, source: discord.Message, posted: list[discord.Message], parts: list[str]) -> bool:
+        """A streaming update; False once a write failed (no more updates; the final text is delivered anyway)."""
+        try:
+            await self._show(source, posted, parts, final=False)
+        except discord.HTTPException as exc:
+            log.warning("a streaming update in channel %s failed (%s)", source.channel.id, failure(exc))
+            return False
+        return True
 
     async def _alert_admins(self, final: Final, incoming: IncomingMessage, where: str) -> None:
         """Post the engine's admin alert, if any, to ADVISOR_SAFETY_ALERT_CHANNEL; a failure is only logged."""
-        target = alert_channel(self.safety.alert_channel, "discord")
         text = alert_text(final, incoming, where)
-        if target is None or text is None:
+        if text is not None:
+            await self._post_alert(text)
+
+    async def _post_alert(self, text: str) -> None:
+        """One line to the admins' channel (ADVISOR_SAFETY_ALERT_CHANNEL), if one is set; a failure is logged."""
+        target = alert_channel(self.safety.alert_channel, "discord")
+        if target is None:
             return
         try:
             channel = self.client.get_channel(int(target)) or await self.client.fetch_channel(int(target))
+            await self.pacer.wait()
             await channel.send(text, allowed_mentions=NO_PINGS)  # type: ignore[union-attr]
         except (ValueError, discord.HTTPException, AttributeError) as exc:
-            log.error("could not post a safety alert to channel %s: %s", target, exc)
+            log.error("could not post an admin alert to channel %s: %s", target, type(exc).__name__)
 
     async def _show(
         self, source: discord.Message, posted: list[discord.Message], parts: list[str], final: bool, turn_id: int | None = None
     ) -> None:
-        """Make the posted messages read `parts`: edit what changed, send what is new."""
+        """Make the posted messages read `parts`: edit what changed, send what is new.
+
+        Streaming edits take an optional pacer slot and are skipped without one; sends and the final
+        edits wait for theirs."""
+        channel_id = str(source.channel.id)
         for index, part in enumerate(parts):
             last = final and index == len(parts) - 1
             view = FeedbackView(turn_id) if last and turn_id is not None else None
@@ -351,12 +395,75 @@ class DiscordAdapter:
             if view is not None:
                 kwargs["view"] = view
             if index < len(posted):
-                if posted[index].content != part or view is not None:
-                    posted[index] = await posted[index].edit(**kwargs)
+                if posted[index].content == part and view is None:
+                    continue
+                if final:
+                    await self.pacer.wait(channel_id)
+                elif not self.pacer.try_take(channel_id):
+                    continue
+                posted[index] = await posted[index].edit(**kwargs)
             elif index == 0:
+                await self.pacer.wait()
                 posted.append(await source.reply(mention_author=False, **kwargs))
             else:
+                await self.pacer.wait()
                 posted.append(await source.channel.send(**kwargs))
+
+    # -- delivery when a write fails ------------------------------------------------
+
+    async def _deliver(
+        self, source: discord.Message, posted: list[discord.Message], parts: list[str], turn_id: int | None, author: str
+    ) -> None:
+        """The final text in the posted messages; if a write fails, as new messages, else as a DM, else
+        a log line, a metric and an admin alert. Never silence."""
+        try:
+            await self._show(source, posted, parts, final=True, turn_id=turn_id)
+            return
+        except discord.HTTPException as exc:
+            reason = failure(exc)
+        channel = source.channel
+        log.warning("posting the answer to message %s in channel %s failed (%s)", source.id, channel.id, reason)
+        if await self._send_all(channel, parts, turn_id, source.to_reference(fail_if_not_exists=False)):
+            metrics.write_failed("discord", "new_message")
+            await self._remove(posted)
+        elif source.guild is not None and await self._send_all(source.author, dm_parts(parts, channel.id), turn_id):
+            metrics.write_failed("discord", "dm")
+            await self._remove(posted)
+        else:
+            await self._undelivered(f"<#{channel.id}>", author, reason)
+
+    async def _send_all(
+        self, target: discord.abc.Messageable, parts: list[str], turn_id: int | None, reference: Any = None
+    ) -> bool:
+        """Every part as a new message to `target` (a channel, or a user for a DM); False if one failed."""
+        try:
+            for index, part in enumerate(parts):
+                kwargs: dict[str, Any] = {"content": part, "allowed_mentions": NO_PINGS}
+                if index == len(parts) - 1 and turn_id is not None:
+                    kwargs["view"] = FeedbackView(turn_id)
+                if index == 0 and reference is not None:
+                    kwargs["reference"] = reference
+                await self.pacer.wait()
+                await target.send(**kwargs)
+        except discord.HTTPException as exc:
+            log.warning("a fallback delivery failed too (%s)", failure(exc))
+            return False
+        return True
+
+    async def _remove(self, stale: list[discord.Message]) -> None:
+        """Delete the half-shown answer a fallback replaced (best effort: it may be gone or locked)."""
+        for message in stale:
+            try:
+                await self.pacer.wait()
+                await message.delete()
+            except discord.HTTPException as exc:
+                log.info("could not remove a half-shown answer %s (%s)", message.id, failure(exc))
+
+    async def _undelivered(self, where: str, author: str, reason: str) -> None:
+        """No route reached the user: a log line (ids and codes only), a metric and an admin alert."""
+        metrics.write_failed("discord", "lost")
+        log.error("an answer to user %s in %s could not be delivered by any route (%s)", author, where, reason)
+        await self._post_alert(undelivered_text(where, author, reason))
 
     # -- /advisor -----------------------------------------------------------
 
@@ -380,38 +487,17 @@ class DiscordAdapter:
         @app_commands.describe(question="What you want advice on", private="Only you see the answer")
         async def ask(interaction: discord.Interaction, question: str, private: bool = True) -> None:
             await interaction.response.defer(ephemeral=private, thinking=True)
-            incoming = IncomingMessage(
-                "discord",
-                str(interaction.guild_id or "dm"),
-                str(interaction.channel_id),
-                f"slash-{interaction.user.id}",
-                str(interaction.user.id),
-                question,
-                time.time(),
-                str(interaction.id),
-            )
-            final = [e async for e in adapter.engine.answer(incoming) if isinstance(e, Final)][0]
-            parts = split_message(final.text, MESSAGE_LIMIT)
-            tail = sources_line(final.citations)
-            if tail:
-                parts.append(tail)
-            await interaction.edit_original_response(content=parts[0], allowed_mentions=NO_PINGS)
-            for part in parts[1:]:
-                await interaction.followup.send(part, ephemeral=private, allowed_mentions=NO_PINGS)
+            await adapter._ask(interaction, question, private)
 
         @group.command(name="status", description="Index size, model, uptime and version")
         async def status(interaction: discord.Interaction) -> None:
-            facts = await adapter.admin.status()
-            lines = [f"**{key.replace('_', ' ')}**: {value}" for key, value in facts.items()]
-            await interaction.response.send_message("\n".join(lines), ephemeral=True)
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await adapter._later(interaction, adapter._status_text)
 
         @group.command(name="forget", description="Forget your conversations in this channel")
         async def forget(interaction: discord.Interaction) -> None:
-            prefix = f"discord:{interaction.guild_id or 'dm'}:{interaction.channel_id}:"
-            removed = 0
-            for conversation in await adapter.engine.memory.conversations_of(prefix, str(interaction.user.id)):
-                removed += await adapter.engine.forget(conversation)
-            await interaction.response.send_message(f"Done: I forgot our conversations here ({removed} messages).", ephemeral=True)
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await adapter._later(interaction, lambda: adapter._forget(interaction))
 
         @group.command(name="reindex", description="Rebuild the knowledge base (admins)")
         @app_commands.describe(path="A file or folder inside the configured knowledge paths")
@@ -420,27 +506,107 @@ class DiscordAdapter:
 
         return group
 
+    # Every command acks (defers, or answers from memory) before any I/O: Discord voids an
+    # interaction not answered within 3 seconds, whatever the store or Redis is doing.
+
+    async def _later(self, interaction: discord.Interaction, make: Callable[[], Awaitable[str]]) -> None:
+        """Fill a deferred response with `make()`'s text (an apology if it fails)."""
+        try:
+            text = await make()
+        except Exception:
+            log.exception("the /advisor command in interaction %s failed", interaction.id)
+            text = SORRY
+        await self._reply(interaction, [text], private=True)
+
+    async def _status_text(self) -> str:
+        facts = await self.admin.status()
+        return "\n".join(f"**{key.replace('_', ' ')}**: {value}" for key, value in facts.items())
+
+    async def _forget(self, interaction: discord.Interaction) -> str:
+        prefix = f"discord:{interaction.guild_id or 'dm'}:{interaction.channel_id}:"
+        removed = 0
+        for conversation in await self.engine.memory.conversations_of(prefix, str(interaction.user.id)):
+            removed += await self.engine.forget(conversation)
+        return f"Done: I forgot our conversations here ({removed} messages)."
+
+    async def _ask(self, interaction: discord.Interaction, question: str, private: bool) -> None:
+        """The answer in the deferred response; an engine failure replaces "Thinking…" with an apology."""
+        incoming = IncomingMessage(
+            "discord",
+            str(interaction.guild_id or "dm"),
+            str(interaction.channel_id),
+            f"slash-{interaction.user.id}",
+            str(interaction.user.id),
+            question,
+            time.time(),
+            str(interaction.id),
+        )
+        try:
+            final = [e async for e in self.engine.answer(incoming) if isinstance(e, Final)][0]
+        except Exception:
+            log.exception("answering interaction %s failed", interaction.id)
+            await self._reply(interaction, [SORRY], private)
+            return
+        parts = split_message(final.text, MESSAGE_LIMIT)
+        tail = sources_line(final.citations)
+        if tail:
+            parts.append(tail)
+        await self._reply(interaction, parts, private)
+
+    async def _reply(self, interaction: discord.Interaction, parts: list[str], private: bool) -> None:
+        """Parts into the deferred response and follow-ups; if the response cannot be edited (deleted,
+        token expired), as follow-ups, else a DM, else a log line, a metric and an admin alert."""
+        try:
+            await interaction.edit_original_response(content=parts[0], allowed_mentions=NO_PINGS)
+            rest = parts[1:]
+        except discord.HTTPException as exc:
+            reason = failure(exc)
+            log.warning("editing the response to interaction %s failed (%s)", interaction.id, reason)
+            rest = parts
+        else:
+            reason = ""
+        try:
+            for part in rest:
+                await interaction.followup.send(part, ephemeral=private, allowed_mentions=NO_PINGS)
+        except discord.HTTPException as exc:
+            reason = failure(exc)
+            log.warning("a follow-up to interaction %s failed (%s)", interaction.id, reason)
+        else:
+            if reason:
+                metrics.write_failed("discord", "follow_up")
+            return
+        channel_id = interaction.channel_id or 0
+        if interaction.guild_id is not None and await self._send_all(interaction.user, dm_parts(rest, channel_id), None):
+            metrics.write_failed("discord", "dm")
+            return
+        await self._undelivered(f"<#{channel_id}>", str(interaction.user.id), reason)
+
     async def _reindex(self, interaction: discord.Interaction, path: str | None) -> None:
         if not self._is_admin(interaction):
-            await interaction.response.send_message("Sorry, only admins can reindex the knowledge base.", ephemeral=True)
+            await interaction.response.send_message(REFUSED, ephemeral=True)
             return
-        if await self.admin.reindex_running():
-            await interaction.response.send_message("A reindex is already running; try again when it's done.", ephemeral=True)
+        if self.admin.reindexing or self._reindex_claimed:  # in memory; another process's run is checked below
+            await interaction.response.send_message(BUSY, ephemeral=True)
             return
+        self._reindex_claimed = True  # before the first await, so a second request right after is refused
         try:
-            self.admin.resolve(path)
-        except AdminError as exc:
-            await interaction.response.send_message(str(exc), ephemeral=True)
-            return
-        await interaction.response.defer(ephemeral=True, thinking=True)
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await self._later(interaction, lambda: self._run_reindex(interaction, path))
+        finally:
+            self._reindex_claimed = False
+
+    async def _run_reindex(self, interaction: discord.Interaction, path: str | None) -> str:
+        """The reindex's closing line (or why it did not run), with progress edits on the way."""
+        if await self.admin.reindex_running():
+            return BUSY
         progress = ReindexProgress(lambda text: interaction.edit_original_response(content=text))
         try:
+            self.admin.resolve(path)
             report = await self.admin.reindex(path, progress)
         except AdminError as exc:
-            await interaction.edit_original_response(content=str(exc))
-            return
+            return str(exc)
         await progress.settle()
-        await interaction.edit_original_response(content=f"Reindex finished.\n```\n{report.summary()[:1800]}\n```")
+        return f"Reindex finished.\n```\n{report.summary()[:1800]}\n```"
 
     # -- feedback -----------------------------------------------------------
 
@@ -449,9 +615,12 @@ class DiscordAdapter:
         if not custom_id.startswith(FEEDBACK_PREFIX):
             return
         value, _, turn = custom_id.removeprefix(FEEDBACK_PREFIX).partition(":")
-        stored = await self.engine.record_feedback(turn, 1 if value == "up" else -1)
-        text = "Thanks for the feedback." if stored else "Sorry, I couldn't find that answer any more."
-        await interaction.response.send_message(text, ephemeral=True)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self._later(interaction, lambda: self._feedback(turn, 1 if value == "up" else -1))
+
+    async def _feedback(self, turn: str, value: int) -> str:
+        stored = await self.engine.record_feedback(turn, value)
+        return "Thanks for the feedback." if stored else "Sorry, I couldn't find that answer any more."
 
 
 __all__ = ["DiscordAdapter", "intents", "sources_line"]

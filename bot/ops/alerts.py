@@ -34,3 +34,12 @@ def alert_text(final: Final, message: IncomingMessage, where: str) -> str | None
         f"Safety alert: {'; '.join(reasons)}. Conversation in {where}, user {message.author}{turn}. "
         "The message is not copied here; open the conversation to follow up."
     )
+
+
+def undelivered_text(where: str, author: str, reason: str) -> str:
+    """The alert for an answer no route could deliver: where, to whom and why, never the text."""
+    return (
+        f"Delivery alert: an answer to user {author} in {where} could not be posted ({reason}). "
+        "The user has not seen it; check the bot's permissions there."
+    )
+

@@ -87,6 +87,11 @@ IN_FLIGHT = Gauge(
 MODERATION = Counter("advisor_moderation_flags", "Moderation flags", ["stage", "action"], registry=REGISTRY)
 CRISIS = Counter("advisor_crisis_protocol", "Turns answered with the crisis protocol", registry=REGISTRY)
 FEEDBACK = Counter("advisor_feedback", "Feedback on answers (up or down)", ["value"], registry=REGISTRY)
+WRITE_OUTCOMES: Final = frozenset({"new_message", "follow_up", "dm", "lost"})
+WRITE_FAILURES = Counter(
+    "advisor_write_failures", "Chat platform writes that failed mid-answer, by where the answer went instead",
+    ["platform", "outcome"], registry=REGISTRY,
+)  # fmt: skip
 
 
 def bounded(value: object, allowed: Iterable[str]) -> str:
@@ -157,6 +162,11 @@ def feedback(value: int) -> None:
     FEEDBACK.labels(value="up" if value > 0 else "down").inc()
 
 
+def write_failed(platform: str, outcome: str) -> None:
+    """A write that failed mid-answer, and where the answer went: a new message, a follow-up, a DM, or "lost"."""
+    WRITE_FAILURES.labels(bounded(platform, PLATFORMS), bounded(outcome, WRITE_OUTCOMES)).inc()
+
+
 class InFlight:
     """Counts an answer in `advisor_answers_in_flight` while the block runs; `elapsed` is its duration so far."""
 
@@ -221,4 +231,5 @@ __all__ = [
     "rate_limited",
     "render",
     "retrieval_took",
+    "write_failed",
 ]
