@@ -313,9 +313,10 @@ async def test_an_engine_failure_is_told_and_the_token_never_logged(
 
 async def test_status_forget_and_feedback(start: Any) -> None:
     endpoint = await start()
-    status, reply = await endpoint.post(command("status"))
-    assert status == 200 and reply["type"] == 4 and reply["data"]["flags"] == 64
-    assert "**indexed passages**: 3" in reply["data"]["content"]
+    asked = command("status")
+    assert await endpoint.post(asked) == (200, {"type": 5, "data": {"flags": 64}})  # acked before any I/O
+    await endpoint.finished()
+    assert "**indexed passages**: 3" in endpoint.edits(asked)[-1]["content"]
     await endpoint.post(ask())
     await endpoint.finished()
     key = f"discord:{dp.GUILD_ID}:{dp.CHANNEL_ID}:slash-{dp.USER_ID}"
@@ -323,12 +324,14 @@ async def test_status_forget_and_feedback(start: Any) -> None:
     click = dp.component_interaction(
         f"advisor:feedback:up:{answer.id}", {"id": "1", "channel_id": dp.CHANNEL_ID}, application_id=APP_ID
     )
-    assert (await endpoint.post(click))[1]["data"]["content"] == "Thanks for the feedback."
+    assert (await endpoint.post(click))[1] == {"type": 5, "data": {"flags": 64}}
+    await endpoint.finished()
+    assert endpoint.edits(click)[-1]["content"] == "Thanks for the feedback."
     assert [t.feedback for t in await endpoint.adapter.engine.memory.history(key) if t.role == "assistant"] == [1]
-    _, done = await endpoint.post(command("forget"))
-    assert (
-        done["data"]["content"] == "Done: I forgot our conversations here (2 messages)." and done["data"]["flags"] == 64
-    )
+    forget = command("forget")
+    assert (await endpoint.post(forget))[1] == {"type": 5, "data": {"flags": 64}}
+    await endpoint.finished()
+    assert endpoint.edits(forget)[-1]["content"] == "Done: I forgot our conversations here (2 messages)."
 
 
 async def test_reindex_refused_for_non_admins(start: Any) -> None:
@@ -351,8 +354,10 @@ async def test_admin_reindex_is_deferred_reported_and_exclusive(start: Any, kb_d
     assert "already running" in refusal["data"]["content"] and refusal["data"]["flags"] == 64
     await endpoint.finished()
     assert "4 files: 4 indexed" in endpoint.edits(first)[-1]["content"]
-    _, outside = await endpoint.post(command("reindex", {"path": "/etc"}, permissions=dp.MODERATOR_PERMISSIONS))
-    assert "is not inside the configured knowledge paths" in outside["data"]["content"]
+    outside = command("reindex", {"path": "/etc"}, permissions=dp.MODERATOR_PERMISSIONS)
+    assert (await endpoint.post(outside))[1]["type"] == 5  # the path is looked at after the ack
+    await endpoint.finished()
+    assert "is not inside the configured knowledge paths" in endpoint.edits(outside)[-1]["content"]
 
 
 async def test_reindex_by_a_listed_admin_in_a_dm(start: Any) -> None:

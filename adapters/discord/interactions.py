@@ -11,10 +11,15 @@ no interaction id, or an interaction type this endpoint does not know (anything 
 nothing for (an unknown command, subcommand or button, a modal) gets 200 with a polite ephemeral message;
 autocomplete gets an empty choice list. Errors are short JSON bodies `{"error": ...}`, never a 500.
 
-Answers run in background tasks and reach Discord through the interaction webhook: the deferred response is
-edited (PATCH .../messages/@original), further parts are follow-ups (POST /webhooks/APP/TOKEN), all with
-`allowed_mentions: {"parse": []}`. A 429 is retried after its `retry_after`. Interaction ids are
-de-duplicated: a re-delivery gets the first delivery's response and runs nothing. Tokens are never logged.
+Every interaction is answered (acked) before any I/O: Discord gives the endpoint 3 seconds, so `status`,
+`forget`, `reindex`, `ask` and the feedback buttons answer "deferred" at once and do their work in background
+tasks. Answers reach Discord through the interaction webhook: the deferred response is edited (PATCH
+.../messages/@original), further parts are follow-ups (POST /webhooks/APP/TOKEN), all with
+`allowed_mentions: {"parse": []}`. A 429 is retried after its `retry_after`. When the response cannot be
+edited (deleted; the 15-minute token expired) the text goes as follow-ups, else (with DISCORD_TOKEN) as a DM,
+else a log line, a metric and an admin alert (ADVISOR_SAFETY_ALERT_CHANNEL, with DISCORD_TOKEN): never
+silence. Interaction ids are de-duplicated: a re-delivery gets the first delivery's response and runs
+nothing. Tokens are never logged.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -34,11 +39,21 @@ from aiohttp import web
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from adapters.discord.gateway import EDIT_INTERVAL, FEEDBACK_PREFIX, MESSAGE_LIMIT, SORRY, answer_parts
+from adapters.discord.gateway import (
+    BUSY,
+    EDIT_INTERVAL,
+    FEEDBACK_PREFIX,
+    MESSAGE_LIMIT,
+    REFUSED,
+    SORRY,
+    answer_parts,
+    dm_parts,
+)
 from adapters.progress import ReindexProgress
 from adapters.render import SHOWN_NOTICES, split_message
 from bot.ops import metrics
 from bot.ops.admin import Admin, AdminError, advisor_version
+from bot.ops.alerts import alert_channel, undelivered_text
 from bot.models import Final, IncomingMessage, Notice, TextDelta
 from config.settings import AdminSettings, Settings
 
@@ -63,8 +78,6 @@ ADMINISTRATOR, MANAGE_GUILD = 1 << 3, 1 << 5
 NO_PINGS: dict[str, list[str]] = {"parse": []}
 
 UNKNOWN_COMMAND = "Sorry, I don't know that command. Try `/advisor ask`."
-REFUSED = "Sorry, only admins can reindex the knowledge base."
-BUSY = "A reindex is already running; try again when it's done."
 
 Json = dict[str, Any]
 _HEX_SIGNATURE = re.compile(r"[0-9a-fA-F]{128}")
@@ -124,17 +137,22 @@ def is_admin(payload: Mapping[str, Any], admins: AdminSettings) -> bool:
 
 
 class WebhookError(Exception):
-    """A webhook call that failed; the message names the call and the status, never the URL (it holds the token)."""
+    """A REST call that failed; the message names the call and the status, never the URL (it holds the token)."""
 
 
 class _Webhook:
-    """One interaction's webhook: edit the original response, send follow-ups."""
+    """One interaction's webhook: edit the original response, send follow-ups; who asked, and where."""
 
-    def __init__(self, owner: DiscordInteractions, application_id: str, token: str, private: bool, label: str) -> None:
+    def __init__(
+        self, owner: DiscordInteractions, application_id: str, token: str, private: bool, payload: Json
+    ) -> None:
         self.owner = owner
         self.path = f"/webhooks/{quote(application_id, safe='')}/{quote(token, safe='')}"
         self.private = private
-        self.label = label  # for logs: the interaction id, never the token
+        self.label = f"interaction {payload['id']}"  # for logs: the interaction id, never the token
+        self.user = str(invoker(payload).get("id", ""))
+        self.channel = str(payload.get("channel_id", ""))
+        self.in_guild = bool(payload.get("guild_id"))
 
     async def edit(self, content: str) -> None:
         body = {"content": content, "allowed_mentions": NO_PINGS}
@@ -187,6 +205,9 @@ class DiscordInteractions:
         self.admin = admin
         self.admins = settings.admins
         self.application_id = settings.discord.application_id
+        token = settings.discord.token
+        self.bot_token = token.get_secret_value() if token is not None else None  # for DMs and alerts only
+        self.alert_channel = alert_channel(settings.safety.alert_channel, "discord")
         self.verify_key = VerifyKey(bytes.fromhex(settings.discord.public_key))
         self.api_base = api_base.rstrip("/")
         self.edit_interval = edit_interval
@@ -300,17 +321,16 @@ class DiscordInteractions:
         if kind == AUTOCOMPLETE:
             return {"type": AUTOCOMPLETE_RESULT, "data": {"choices": []}}
         if kind == MESSAGE_COMPONENT:
-            return await self._component(str(data.get("custom_id", "")))
+            return self._component(payload, str(data.get("custom_id", "")))
         if kind != APPLICATION_COMMAND or data.get("name") != "advisor":
             return ephemeral(UNKNOWN_COMMAND)
         name, options = subcommand(data)
         if name == "ask":
             return self._ask(payload, str(options.get("question") or ""), options.get("private") is not False)
         if name == "status":
-            facts = await self.admin.status()
-            return ephemeral("\n".join(f"**{key.replace('_', ' ')}**: {value}" for key, value in facts.items()))
+            return self._later(payload, self._status_text)
         if name == "forget":
-            return ephemeral(await self._forget(payload))
+            return self._later(payload, lambda: self._forget(payload))
         if name == "reindex":
             path = options.get("path")
             return self._reindex(payload, path if isinstance(path, str) and path else None)
@@ -321,19 +341,42 @@ class DiscordInteractions:
         token = payload.get("token")
         if not isinstance(application_id, str) or not isinstance(token, str) or not application_id or not token:
             return None
-        return _Webhook(self, application_id, token, private, f"interaction {payload['id']}")
+        return _Webhook(self, application_id, token, private, payload)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _component(self, custom_id: str) -> Json:
+    def _later(self, payload: Json, make: Callable[[], Awaitable[str]]) -> Json:
+        """Defer now (an ack before any I/O); `make()`'s text fills the response in a background task."""
+        hook = self._webhook(payload, private=True)
+        if hook is None:
+            return ephemeral(SORRY)
+        self._spawn(self._fill(hook, make))
+        return deferred(private=True)
+
+    async def _fill(self, hook: _Webhook, make: Callable[[], Awaitable[str]]) -> None:
+        try:
+            text = await make()
+        except Exception:
+            log.exception("the command in %s failed", hook.label)
+            text = SORRY
+        await self._deliver(hook, [text])
+
+    async def _status_text(self) -> str:
+        facts = await self.admin.status()
+        return "\n".join(f"**{key.replace('_', ' ')}**: {value}" for key, value in facts.items())
+
+    def _component(self, payload: Json, custom_id: str) -> Json:
         if not custom_id.startswith(FEEDBACK_PREFIX):
             return ephemeral("Sorry, that button doesn't do anything any more.")
         value, _, turn = custom_id.removeprefix(FEEDBACK_PREFIX).partition(":")
-        stored = await self.engine.record_feedback(turn, 1 if value == "up" else -1)
-        return ephemeral("Thanks for the feedback." if stored else "Sorry, I couldn't find that answer any more.")
+        return self._later(payload, lambda: self._feedback(turn, 1 if value == "up" else -1))
+
+    async def _feedback(self, turn: str, value: int) -> str:
+        stored = await self.engine.record_feedback(turn, value)
+        return "Thanks for the feedback." if stored else "Sorry, I couldn't find that answer any more."
 
     async def _forget(self, payload: Json) -> str:
         prefix = f"discord:{payload.get('guild_id') or 'dm'}:{payload.get('channel_id')}:"
@@ -364,28 +407,25 @@ class DiscordInteractions:
 
     async def _answer(self, hook: _Webhook, incoming: IncomingMessage) -> None:
         try:
-            await self._stream(hook, incoming)
-        except WebhookError as exc:
-            log.error("posting the answer failed: %s", exc)
+            parts = await self._stream(hook, incoming)
         except Exception:  # a bug or an outage inside the engine: say so rather than leave "thinking…"
             log.exception("answering %s failed", hook.label)
-            try:
-                await hook.edit(SORRY)
-            except WebhookError as exc:
-                log.error("telling the user failed: %s", exc)
+            parts = [SORRY]
+        await self._deliver(hook, parts)
 
-    async def _stream(self, hook: _Webhook, incoming: IncomingMessage) -> None:
-        """Throttled edits of the first part while the answer streams, then the final parts."""
+    async def _stream(self, hook: _Webhook, incoming: IncomingMessage) -> list[str]:
+        """Throttled edits of the first part while the answer streams (until one fails); the final parts."""
         text, shown, last_edit = "", "", 0.0
+        live = self.edit_interval is not None
         final: Final | None = None
         notices: list[Notice] = []
         async for event in self.engine.answer(incoming):
             if isinstance(event, TextDelta):
                 text += event.text
-                if self.edit_interval is not None and time.monotonic() - last_edit >= self.edit_interval:
+                if live and time.monotonic() - last_edit >= self.edit_interval:  # type: ignore[operator]
                     first = split_message(text, MESSAGE_LIMIT)[0]
                     if first.strip() and first != shown:
-                        await hook.edit(first)
+                        live = await self._update(hook, first)
                         shown, last_edit = first, time.monotonic()
             elif isinstance(event, Notice) and event.kind in SHOWN_NOTICES:
                 notices.append(event)
@@ -393,10 +433,74 @@ class DiscordInteractions:
                 final = event
         if final is None:
             raise RuntimeError("the engine ended without a final answer")
-        parts = answer_parts(final, notices)
-        await hook.edit(parts[0])  # the first follow-up after a deferral would replace "thinking…" too; be explicit
-        for part in parts[1:]:
-            await hook.follow(part)
+        return answer_parts(final, notices)
+
+    async def _update(self, hook: _Webhook, text: str) -> bool:
+        """A streaming edit; False once one failed (the final text is delivered another way)."""
+        try:
+            await hook.edit(text)
+        except WebhookError as exc:
+            log.warning("a streaming edit failed: %s", exc)
+            return False
+        return True
+
+    # -- delivery when a write fails -----------------------------------------------
+
+    async def _deliver(self, hook: _Webhook, parts: list[str]) -> None:
+        """Parts into the deferred response and follow-ups; if the response cannot be edited, as follow-ups,
+        else as a DM, else a log line, a metric and an admin alert. Never silence."""
+        try:
+            await hook.edit(parts[0])  # the first follow-up after a deferral would replace "thinking…" too; be explicit
+            rest, reason = parts[1:], ""
+        except WebhookError as exc:
+            log.warning("the response could not be edited: %s", exc)
+            rest, reason = parts, str(exc)
+        try:
+            for part in rest:
+                await hook.follow(part)
+        except WebhookError as exc:
+            log.warning("a follow-up failed: %s", exc)
+            reason = str(exc)
+        else:
+            if reason:
+                metrics.write_failed("discord", "follow_up")
+            return
+        if hook.in_guild and await self._direct_message(hook.user, dm_parts(rest, int(hook.channel or 0))):
+            metrics.write_failed("discord", "dm")
+            return
+        metrics.write_failed("discord", "lost")
+        log.error("an answer to user %s in channel %s could not be delivered by any route (%s)", hook.user, hook.channel, reason)
+        await self._alert(undelivered_text(f"<#{hook.channel}>", hook.user, reason))
+
+    def _bot_headers(self) -> dict[str, str] | None:
+        return {"Authorization": f"Bot {self.bot_token}"} if self.bot_token else None
+
+    async def _direct_message(self, user: str, parts: list[str]) -> bool:
+        """The parts as a DM to `user` (needs DISCORD_TOKEN); False if that is impossible or fails."""
+        headers = self._bot_headers()
+        if headers is None or not user:
+            return False
+        try:
+            channel = await self.rest("POST", "/users/@me/channels", {"recipient_id": user}, "opening a DM", headers)
+            for part in parts:
+                body = {"content": part, "allowed_mentions": NO_PINGS}
+                await self.rest("POST", f"/channels/{channel['id']}/messages", body, "a DM", headers)
+        except (WebhookError, KeyError, TypeError) as exc:
+            log.warning("the DM fallback failed: %s", type(exc).__name__ if not isinstance(exc, WebhookError) else exc)
+            return False
+        return True
+
+    async def _alert(self, text: str) -> None:
+        """One line to the admins' channel (ADVISOR_SAFETY_ALERT_CHANNEL, needs DISCORD_TOKEN); a failure is logged."""
+        headers = self._bot_headers()
+        if headers is None or self.alert_channel is None:
+            log.error("no admin alert posted (it needs DISCORD_TOKEN and ADVISOR_SAFETY_ALERT_CHANNEL)")
+            return
+        body = {"content": text, "allowed_mentions": NO_PINGS}
+        try:
+            await self.rest("POST", f"/channels/{quote(self.alert_channel, safe='')}/messages", body, "an admin alert", headers)
+        except WebhookError as exc:
+            log.error("could not post an admin alert: %s", exc)
 
     # -- /advisor reindex -------------------------------------------------------
 
@@ -405,38 +509,25 @@ class DiscordInteractions:
             return ephemeral(REFUSED)
         if self.admin.reindexing or self._reindex_claimed:
             return ephemeral(BUSY)
+        self._reindex_claimed = True  # before the task starts, so a second request right after is refused
+        answer = self._later(payload, lambda: self._run_reindex(payload, path))
+        if answer["type"] != DEFERRED_CHANNEL_MESSAGE:
+            self._reindex_claimed = False
+        return answer
+
+    async def _run_reindex(self, payload: Json, path: str | None) -> str:
+        """The reindex's closing line (or why it did not run), with progress edits on the way."""
+        hook = self._webhook(payload, private=True)
+        progress = ReindexProgress(hook.edit if hook is not None else _ignore)
         try:
             self.admin.resolve(path)
+            report = await self.admin.reindex(path, progress)
         except AdminError as exc:
-            return ephemeral(str(exc))
-        hook = self._webhook(payload, private=True)
-        if hook is None:
-            return ephemeral(SORRY)
-        self._reindex_claimed = True  # before the task starts, so a second request right after is refused
-        self._spawn(self._run_reindex(hook, path))
-        return deferred(private=True)
-
-    async def _run_reindex(self, hook: _Webhook, path: str | None) -> None:
-        progress = ReindexProgress(hook.edit)
-
-        try:
-            try:
-                report = await self.admin.reindex(path, progress)
-            except AdminError as exc:
-                await hook.edit(str(exc))
-                return
-            finally:
-                self._reindex_claimed = False
-            await progress.settle()
-            await hook.edit(f"Reindex finished.\n```\n{report.summary()[:1800]}\n```")
-        except WebhookError as exc:
-            log.error("reporting the reindex failed: %s", exc)
-        except Exception:
-            log.exception("reindex from %s failed", hook.label)
-            try:
-                await hook.edit(SORRY)
-            except WebhookError as exc:
-                log.error("telling the admin failed: %s", exc)
+            return str(exc)
+        finally:
+            self._reindex_claimed = False
+        await progress.settle()
+        return f"Reindex finished.\n```\n{report.summary()[:1800]}\n```"
 
     # -- REST -------------------------------------------------------------------
 
@@ -449,11 +540,14 @@ class DiscordInteractions:
             self._own_session = True
         return self._session
 
-    async def rest(self, method: str, path: str, body: Json, what: str) -> None:
-        """One webhook call; a 429 waits its retry_after (up to RETRIES times, MAX_RETRY_WAIT each)."""
+    async def rest(
+        self, method: str, path: str, body: Json, what: str, headers: dict[str, str] | None = None
+    ) -> Any:
+        """One REST call (its JSON, or None); a 429 waits its retry_after (up to RETRIES times, MAX_RETRY_WAIT each)."""
         for attempt in range(RETRIES + 1):
             try:
-                async with self._client().request(method, f"{self.api_base}{path}", json=body) as response:
+                url = f"{self.api_base}{path}"
+                async with self._client().request(method, url, json=body, headers=headers) as response:
                     if response.status == 429:
                         wait = await _retry_after(response)
                         if attempt < RETRIES and wait <= MAX_RETRY_WAIT:
@@ -461,8 +555,8 @@ class DiscordInteractions:
                             await asyncio.sleep(wait)
                             continue
                     if response.status >= 400:
-                        raise WebhookError(f"{what}: HTTP {response.status}")
-                    return
+                        raise WebhookError(f"{what}: HTTP {response.status}{await _error_code(response)}")
+                    return _json_or_none(await response.text())
             except (aiohttp.ClientError, TimeoutError) as exc:  # their text may hold the URL: name the type only
                 raise WebhookError(f"{what}: {type(exc).__name__}") from None
         raise WebhookError(f"{what}: still rate-limited")
@@ -487,6 +581,26 @@ class DiscordInteractions:
         if self._own_session and self._session is not None:
             await self._session.close()
         self._session = None
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+async def _ignore(text: str) -> None:
+    """Progress with nowhere to go."""
+
+
+async def _error_code(response: aiohttp.ClientResponse) -> str:
+    """", Discord code N" from an error body (the code says why: 10015 unknown webhook, 50027 expired token)."""
+    try:
+        code = (await response.json(content_type=None)).get("code")
+    except (ValueError, AttributeError, aiohttp.ClientError):
+        return ""
+    return f", Discord code {code}" if isinstance(code, int) else ""
 
 
 async def _retry_after(response: aiohttp.ClientResponse) -> float:
