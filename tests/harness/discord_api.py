@@ -360,8 +360,8 @@ class FakeDiscord(LoopbackServer):
         self.echo_bot_messages = echo_bot_messages
         self.rate_limits = rate_limits
         self.interaction_deadlines = interaction_deadlines
-        if zlib_chunk_size is not None and zlib_chunk_size < 1:
-            raise ValueError("zlib_chunk_size must be at least 1 (or None)")
+        if zlib_chunk_size is not None and zlib_chunk_size < 4:
+            raise ValueError("zlib_chunk_size must be at least 4, the Z_SYNC_FLUSH suffix (or None)")
         self.zlib_chunk_size = zlib_chunk_size
         self.clock = clock or FakeClock()
         # every 429 the strict limits answered: {"method", "path", "scope" ("user" or "global"), "bucket", "retry_after"}
@@ -376,7 +376,7 @@ class FakeDiscord(LoopbackServer):
         self.resume_gateway_url = ""  # "ws://127.0.0.1:PORT/resume" (READY's resume_gateway_url)
         # every REST call, in order: {"method", "path" (after /api/v10), "query", "json" (the body, or
         # payload_json of a multipart upload, else None), "headers" (lower-case names), "at"
-        # (time.monotonic()), "status" (what the fake answered), "files" (uploads, if any)}
+        # (time.monotonic()), "status" (what the fake answered), "response_headers", "files" (uploads, if any)}
         self.calls: list[Json] = []
         self.identifies = 0
         self.resumes = 0  # successful RESUMEs
@@ -639,9 +639,18 @@ class FakeDiscord(LoopbackServer):
 
     def _frames(self, data: bytes) -> list[bytes]:
         """One compressed payload as websocket frames of at most zlib_chunk_size bytes (docs/topics/gateway#zlib-stream:
-        a payload may be split across messages; only the last ends with the 00 00 ff ff suffix)."""
+        a payload may be split across messages; only the last ends with the 00 00 ff ff suffix).
+
+        The suffix is never split: discord.py looks for it in the last frame alone, and waits forever
+        for a payload whose last frame is shorter than 4 bytes."""
         size = self.zlib_chunk_size or len(data)
-        return [data[start : start + size] for start in range(0, len(data), size)]
+        head, suffix = data[:-4], data[-4:]
+        frames = [head[start : start + size] for start in range(0, len(head), size)]
+        if frames and len(frames[-1]) + len(suffix) <= size:
+            frames[-1] += suffix
+        else:
+            frames.append(suffix)
+        return frames
 
     async def _close(self, conn: _Conn, code: int, reason: str | None = None) -> None:
         conn.closed_by_server = True
@@ -1074,6 +1083,7 @@ class FakeDiscord(LoopbackServer):
             response = await self._answer(request, call)
             if call:
                 call["status"] = response.status
+                call["response_headers"] = dict(response.headers)
             return response
         finally:
             await self._notify()
