@@ -7,7 +7,8 @@ counts every edit of a workspace in one sliding window (`limit` edits in any `wi
 and shares it out:
 
 * each answer streaming in the workspace holds back one slot for its final edit, so the final
-  of every answer always goes out (`await paced.final()` waits for a slot, never skips);
+  of every answer always goes out (`await paced.final()` waits for a slot, and `min_interval`
+  after the answer's last edit, never skips);
 * an intermediate edit (`paced.ready()`) is taken only from what is left, and only as often as
   the answer's share allows: `min_interval` while the window is less than half used, and
   `window * answers / limit` seconds apart once it is busier, so each answer edits less often
@@ -142,12 +143,18 @@ class PacedAnswer:
         budget.finals_waiting += 1
         try:
             async with budget.finals:
-                while (delay := pacer._wait_for_slot(budget)) > 0:
+                while (delay := max(pacer._wait_for_slot(budget), self._spacing())) > 0:
                     await pacer._sleep(delay)
                 self._last = pacer._take(budget)
         finally:
             budget.finals_waiting -= 1
         self._release()
+
+    def _spacing(self) -> float:
+        """Seconds until `min_interval` has passed since this answer's last edit."""
+        if self._last is None:
+            return 0.0
+        return self._last + self._pacer.min_interval - self._pacer._clock()
 
     def close(self) -> None:
         """Give the answer's slot back (an answer that ends without a final edit)."""

@@ -91,6 +91,16 @@ def test_an_intermediate_edit_never_takes_an_open_answers_final_slot() -> None:
     assert first.ready()
 
 
+async def test_a_final_comes_min_interval_after_the_answers_last_edit() -> None:
+    clock = Clock()
+    p = pacer(clock, min_interval=2.0)
+    paced = p.answer("T1")
+    assert paced.ready()
+    clock.now += 0.5
+    await paced.final()
+    assert clock.now == pytest.approx(1002.0)
+
+
 async def test_hold_stops_edits_and_delays_finals() -> None:
     clock = Clock()
     p = pacer(clock)

@@ -2,8 +2,12 @@
 
 Rules: a mention in a channel is answered in a thread under it; a DM is answered in the
 DM (in its thread if the user wrote in one); a reply in a thread the bot answered
-continues it without a mention. Bolt acks every request at once and the work runs
-after; each message (channel + ts) is answered once, whatever the retries.
+continues it without a mention. Every request is acked before any I/O (bolt acks events at
+once; commands and clicks ack first and reply through their response_url) and the work runs
+after; each message (channel + ts) is answered once, whatever the retries. Every answer
+reaches its user even when a write fails (adapters/slack/writer.py), or the failure is logged,
+counted and alerted; one pacer per workspace keeps all the answers' edits inside chat.update's
+limit (adapters/pacer.py). No user text is logged, by us or by bolt (adapters/slack/quiet.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
@@ -25,13 +30,16 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters import pacer as pacing
 from adapters.ops_http import CountingRateLimitHandler
 from adapters.progress import ReindexProgress
 from adapters.render import SHOWN_NOTICES
-from adapters.slack.format import FEEDBACK_DOWN, FEEDBACK_UP, answer_messages, preview, sources_text
+from adapters.slack import quiet
+from adapters.slack.format import FEEDBACK_DOWN, FEEDBACK_UP, answer_messages, sources_text
+from adapters.slack.writer import PLACEHOLDER, AnswerWriter, ChannelPacer, Message, error_code
 from bot.ops import metrics
 from bot.ops.admin import Admin, AdminError
-from bot.ops.alerts import alert_channel, alert_text
+from bot.ops.alerts import alert_channel, alert_text, undelivered_text
 from bot.state import local_dedupe
 from bot.ops.inflight import InFlight
 from bot.ops.logs import new_turn_id, turn_context
@@ -42,9 +50,12 @@ from config.settings import Settings
 log = logging.getLogger(__name__)
 
 USER_SUBTYPES = {None, "file_share", "thread_broadcast"}
-UPDATE_INTERVAL = 1.0  # seconds between edits of one channel's messages (chat.update is Tier 3)
-PLACEHOLDER = "_Thinking…_"
+UPDATE_INTERVAL = 1.0  # least seconds between one answer's edits, and between posts in one channel
+# chat.update is Tier 3 (about 50 a minute per workspace): every answer's edits share 45 a minute
+EDIT_LIMIT, EDIT_WINDOW = 45, 60.0
+GATE_TIMEOUT = 1.0  # a shared-state check slower than this refuses the delivery (well inside Slack's 3 s)
 SORRY = "Sorry, something went wrong on my side and I couldn't answer. Please try again in a moment."
+COMMANDS = frozenset({"ask", "status", "forget", "reindex"})
 HELP = (
     "*/advisor* commands:\n"
     "• `ask <question>`: an answer only you can see\n"
@@ -82,26 +93,6 @@ def skip_reason(event: dict[str, Any], bot_user_id: str | None, bot_id: str | No
     return None
 
 
-class ChannelPacer:
-    """Spaces out posts and edits per channel so streaming stays inside Slack's limits."""
-
-    def __init__(self, interval: float = UPDATE_INTERVAL) -> None:
-        self.interval = interval
-        self._next: dict[str, float] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    async def wait(self, channel: str) -> None:
-        lock = self._locks.setdefault(channel, asyncio.Lock())
-        async with lock:
-            delay = self._next.get(channel, 0.0) - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._next[channel] = time.monotonic() + self.interval
-
-    def ready(self, channel: str) -> bool:
-        return time.monotonic() >= self._next.get(channel, 0.0)
-
-
 def _not_the_token_warning(record: logging.LogRecord) -> bool:
     """bolt reads SLACK_BOT_TOKEN itself and warns that our client's token wins: true, and expected."""
     return "`token` will be unused" not in record.getMessage()
@@ -119,6 +110,41 @@ def build_client(token: str, base_url: str | None = None) -> AsyncWebClient:
     return AsyncWebClient(token=token, retry_handlers=[CountingRateLimitHandler(max_retry_count=3)], **kwargs)
 
 
+def _without_retries(client: AsyncWebClient) -> AsyncWebClient:
+    """`client` that gives up at the first 429 (still counted): for previews, which a later edit supersedes."""
+    return AsyncWebClient(
+        token=client.token, base_url=client.base_url, timeout=client.timeout, ssl=client.ssl, proxy=client.proxy,
+        headers=client.headers, retry_handlers=[CountingRateLimitHandler(max_retry_count=0)],
+    )  # fmt: skip
+
+
+class _Reply:
+    """A command's or a click's private reply: through its response_url, else chat.postEphemeral."""
+
+    def __init__(self, client: AsyncWebClient, respond: Any, channel: str, user: str) -> None:
+        self.client, self.respond, self.channel, self.user = client, respond, channel, user
+        self.failures: list[str] = []
+
+    async def __call__(self, text: str, blocks: list[dict[str, Any]] | None = None) -> bool:
+        """Show `text` (and `blocks`) to the user; False (logged) if neither way could."""
+        try:
+            response = await self.respond(response_type="ephemeral", replace_original=False, text=text, blocks=blocks)
+            if response.status_code == 200:
+                return True
+            self.failures.append(f"response_url: HTTP {response.status_code}")
+        except (ValueError, aiohttp.ClientError, TimeoutError) as exc:  # no response_url, or unreachable
+            self.failures.append(f"response_url: {type(exc).__name__}")
+        log.warning("a reply through the response_url failed (%s): trying chat.postEphemeral", self.failures[-1])
+        try:
+            extra = {"blocks": blocks} if blocks else {}
+            await self.client.chat_postEphemeral(channel=self.channel, user=self.user, text=text, **extra)
+            return True
+        except SlackApiError as exc:
+            self.failures.append(f"chat.postEphemeral: {error_code(exc)}")
+        log.error("a reply to %s in %s could not be shown: %s", self.user, self.channel, "; ".join(self.failures))
+        return False
+
+
 class SlackAdapter:
     """One bolt app for both transports (HTTP Events API and Socket Mode)."""
 
@@ -133,28 +159,32 @@ class SlackAdapter:
         dedupe: Any = None,
         gate: Callable[[], Awaitable[None]] | None = None,
         journal: Any = None,
+        edit_limit: float = EDIT_LIMIT,
+        edit_window: float = EDIT_WINDOW,
     ) -> None:
         """`dedupe`: shared (Redis) de-duplication, else in-process. `gate`: raises `StateUnavailable`
-        when shared state is down, so deliveries are refused (503, Slack retries) rather than lost.
+        when shared state is down, so events are refused (503, Slack retries) rather than lost.
         `journal`: answers in progress in Redis (bot.state.journal_redis), taken over by `recover()`
-        elsewhere if this process dies mid-answer."""
+        elsewhere if this process dies mid-answer. `edit_limit` edits in any `edit_window` seconds:
+        the chat.update budget all answers in a workspace share (several processes: divide it)."""
         slack = settings.slack
         token = slack.bot_token.get_secret_value() if slack.bot_token else ""
         self.engine = engine
         self.admin = admin
         self.settings = settings
         self.client = client or build_client(token, slack.api_url)
+        self._preview_client = _without_retries(self.client)
         self.dedupe = dedupe or local_dedupe()
         self.gate = gate
         self._secret = slack.signing_secret.get_secret_value().encode() if slack.signing_secret else b""
         self.journal = journal
         self._working: set[str] = set()
         self.inflight = InFlight()
-        # Slack allows about one chat.postMessage a second per channel, and chat.update is rate-limited
-        # per method (Tier 3): posts and edits are paced separately, so the first streamed text can
+        # Slack allows about one chat.postMessage a second per channel, and chat.update per workspace
+        # (Tier 3): posts are paced per channel, edits per workspace, so the first streamed text can
         # replace the placeholder at once instead of a second later
         self.pacer = ChannelPacer(update_interval)
-        self.edit_pacer = ChannelPacer(update_interval)
+        self.edits = pacing.Pacer(edit_limit, edit_window, update_interval)
         self.ignored: deque[str] = deque(maxlen=100)  # recent reasons for not answering (simulate reads them)
         self.follow_threads = slack.follow_threads
         self.allowlist = slack.bot_allowlist
@@ -163,6 +193,7 @@ class SlackAdapter:
             kwargs["authorize"] = self._fixed_authorize(token, bot_user_id)
         self.app = AsyncApp(
             client=self.client,
+            logger=quiet.install(),  # bolt's loggers, and slack_sdk's, print no payload
             signing_secret=slack.signing_secret.get_secret_value() if slack.signing_secret else None,
             process_before_response=False,
             raise_error_for_unhandled_request=False,
@@ -266,15 +297,12 @@ class SlackAdapter:
         try:
             with turn_context(new_turn_id(), str(message.conversation), "slack"):
                 async with self.inflight.track():
-                    await self._stream(message, channel, thread_ts, key, work)
+                    if not await self._stream(message, channel, thread_ts, key, work):
+                        await self.dedupe.release(key)  # not (all) shown: a retry, if Slack sends one, tries again
             done = True
-        except SlackApiError as exc:
-            done = True  # a retry (if Slack sends one) starts afresh
-            await self.dedupe.release(key)  # nothing (or not all) reached Slack: a retry may try again
-            log.error("posting the answer to %s failed: %s", channel, exc.response.get("error"))
         finally:
             self._working.discard(key)
-            if done and self.journal is not None:
+            if done and self.journal is not None:  # else (cancelled, state down) another process takes it over
                 await self.journal.finish(key)
 
     async def recover(self, interval: float | None = None) -> None:
@@ -285,15 +313,27 @@ class SlackAdapter:
 
     async def _stream(
         self, message: IncomingMessage, channel: str, thread_ts: str | None, key: str = "", work: dict[str, Any] | None = None
-    ) -> None:
-        if work and work.get("placeholder"):  # taken over: the placeholder is already on screen
-            message_ts = work["placeholder"]
-        else:
-            await self.pacer.wait(channel)
-            posted = await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=PLACEHOLDER)
-            message_ts = posted["ts"]
-            if work is not None and self.journal is not None:
-                await self.journal.update(key, {**work, "placeholder": message_ts})
+    ) -> bool:
+        """Answer `message` in the channel (thread); False if the answer could not all be shown."""
+        with self.edits.answer(message.workspace) as paced:
+            writer = AnswerWriter(
+                self.client, self._preview_client, self.pacer, self.edits, paced, message.workspace, channel, thread_ts
+            )
+            if work and work.get("placeholder"):  # taken over: the placeholder is already on screen
+                writer.ts = work["placeholder"]
+            elif await writer.start() and work is not None and self.journal is not None:
+                await self.journal.update(key, {**work, "placeholder": writer.ts})
+            messages, final = await self._compose(message, writer)
+            delivered = await writer.finish(messages)
+        where = f"<#{channel}> (thread {thread_ts or message.message_id})"
+        if not delivered:
+            await self._undelivered(message, where, writer.failures)
+        elif final is not None:
+            await self._alert_admins(final, message, where)
+        return delivered
+
+    async def _compose(self, message: IncomingMessage, writer: AnswerWriter) -> tuple[list[Message], Final | None]:
+        """Run the engine, previewing the text as it comes: the final's messages, or SORRY if it failed."""
         streamed = ""
         final: Final | None = None
         notices: list[Notice] = []
@@ -301,41 +341,44 @@ class SlackAdapter:
             async for event in self.engine.answer(message):
                 if isinstance(event, TextDelta):
                     streamed += event.text
-                    if self.edit_pacer.ready(channel):
-                        await self.edit_pacer.wait(channel)
-                        await self.client.chat_update(channel=channel, ts=message_ts, text=preview(streamed))
+                    await writer.preview(streamed)
                 elif isinstance(event, Notice) and event.kind in SHOWN_NOTICES:
                     notices.append(event)
                 elif isinstance(event, Final):
                     final = event
-        except SlackApiError:
-            raise
         except Exception:  # a bug or an outage inside the engine: say so instead of "Thinking…" forever
             log.exception("answering %s failed", message.message_id)
-            await self.client.chat_update(channel=channel, ts=message_ts, text=SORRY)
-            return
+            return [(SORRY, None)], None
         assert final is not None
         text = "\n\n".join([*(f"_{n.text}_" for n in notices), final.text]) if notices else final.text
-        messages = answer_messages(text, final.citations, final.turn_id)
-        for index, (fallback, blocks) in enumerate(messages):
-            if index == 0:
-                await self.edit_pacer.wait(channel)
-                await self.client.chat_update(channel=channel, ts=message_ts, text=fallback, blocks=blocks)
-            else:
-                await self.pacer.wait(channel)
-                await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=fallback, blocks=blocks)
-        await self._alert_admins(final, message, channel, thread_ts or message_ts)
+        return list(answer_messages(text, final.citations, final.turn_id)), final
 
-    async def _alert_admins(self, final: Final, message: IncomingMessage, channel: str, thread_ts: str) -> None:
-        """Post the engine's admin alert, if any, to ADVISOR_SAFETY_ALERT_CHANNEL; a failure is only logged."""
+    async def _undelivered(self, message: IncomingMessage, where: str, failures: list[str]) -> None:
+        """No write could show (all of) the answer: a log line, a metric and an admin alert, never silence."""
+        reason = failures[-1] if failures else "unknown"
+        log.error(
+            "the answer to message %s in %s could not be shown (%s)",
+            message.message_id, where, "; ".join(failures),
+        )
+        metrics.write_failed("slack", "lost")
+        await self._post_alert(undelivered_text(where, message.author, reason))
+
+    async def _alert_admins(self, final: Final, message: IncomingMessage, where: str) -> None:
+        """Post the engine's admin alert, if any, to ADVISOR_SAFETY_ALERT_CHANNEL."""
+        text = alert_text(final, message, where)
+        if text is not None:
+            await self._post_alert(text)
+
+    async def _post_alert(self, text: str) -> None:
+        """An alert to ADVISOR_SAFETY_ALERT_CHANNEL (when set); a failure to post it is only logged."""
         target = alert_channel(self.settings.safety.alert_channel, "slack")
-        text = alert_text(final, message, f"<#{channel}> (thread {thread_ts})")
-        if target is None or text is None:
+        if target is None:
+            log.warning("no slack alert channel is set (ADVISOR_SAFETY_ALERT_CHANNEL): an admin alert was not posted")
             return
         try:
             await self.client.chat_postMessage(channel=target, text=text)
         except SlackApiError as exc:
-            log.error("could not post a safety alert to %s: %s", target, exc.response.get("error"))
+            log.error("could not post an admin alert to %s: %s", target, error_code(exc))
 
     # -- /advisor -----------------------------------------------------------
 
@@ -345,32 +388,44 @@ class SlackAdapter:
         try:
             user = (await self.client.users_info(user=user_id))["user"]
         except SlackApiError as exc:
-            log.warning("users.info failed for an admin check: %s", exc.response.get("error"))
+            log.warning("users.info failed for an admin check: %s", error_code(exc))
             return False
         return bool(user.get("is_admin") or user.get("is_owner"))
 
     async def _on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
+        """Ack first (nothing on screen: Slack cannot replace a command's ack later), then do the
+        work and reply through the response_url (or chat.postEphemeral if that fails)."""
         verb, _, rest = (command.get("text") or "").strip().partition(" ")
-        verb = verb.lower()
+        verb, rest = verb.lower(), rest.strip()
+        if verb not in COMMANDS or (verb == "ask" and not rest):
+            await ack(response_type="ephemeral", text=HELP)
+            return
+        await ack(response_type="ephemeral")
         user, channel = command.get("user_id", ""), command.get("channel_id", "")
         team = command.get("team_id", "")
-        if verb == "ask" and rest.strip():
-            await ack(response_type="ephemeral", text=PLACEHOLDER)
-            message = IncomingMessage("slack", team, channel, f"slash-{user}", user, rest.strip(), time.time())
-            final = [e async for e in self.engine.answer(message) if isinstance(e, Final)][0]
-            parts = answer_messages(final.text, final.citations, None)
-            for fallback, blocks in parts:
-                await respond(response_type="ephemeral", text=fallback, blocks=blocks)
-        elif verb == "status":
-            status = await self.admin.status()
-            await ack(response_type="ephemeral", text="\n".join(f"*{k.replace('_', ' ')}*: {v}" for k, v in status.items()))
-        elif verb == "forget":
-            removed = await self._forget(team, channel, user)
-            await ack(response_type="ephemeral", text=f"Done: I forgot our conversations here ({removed} messages).")
-        elif verb == "reindex":
-            await self._reindex(ack, respond, user, rest.strip() or None)
-        else:
-            await ack(response_type="ephemeral", text=HELP)
+        reply = _Reply(self.client, respond, channel, user)
+        try:
+            if verb == "ask":
+                question = IncomingMessage("slack", team, channel, f"slash-{user}", user, rest, time.time())
+                await self._ask(reply, question)
+            elif verb == "status":
+                status = await self.admin.status()
+                await reply("\n".join(f"*{k.replace('_', ' ')}*: {v}" for k, v in status.items()))
+            elif verb == "forget":
+                removed = await self._forget(team, channel, user)
+                await reply(f"Done: I forgot our conversations here ({removed} messages).")
+            else:
+                await self._reindex(reply, user, rest or None)
+        except Exception:  # the engine, memory or store failed: say so rather than leave the user waiting
+            log.exception("/advisor %s failed", verb)
+            await reply(SORRY)
+
+    async def _ask(self, reply: _Reply, message: IncomingMessage) -> None:
+        final = [e async for e in self.engine.answer(message) if isinstance(e, Final)][0]
+        for fallback, blocks in answer_messages(final.text, final.citations, None):
+            if not await reply(fallback, blocks):
+                await self._undelivered(message, f"<#{message.channel}> (/advisor ask)", reply.failures)
+                return
 
     async def _forget(self, team: str, channel: str, user: str) -> int:
         prefix = f"slack:{team}:{channel}:"
@@ -379,27 +434,27 @@ class SlackAdapter:
             removed += await self.engine.forget(conversation)
         return removed
 
-    async def _reindex(self, ack: Any, respond: Any, user: str, path: str | None) -> None:
+    async def _reindex(self, reply: _Reply, user: str, path: str | None) -> None:
         if not await self._is_admin(user):
-            await ack(response_type="ephemeral", text="Sorry, only workspace admins can reindex the knowledge base.")
+            await reply("Sorry, only workspace admins can reindex the knowledge base.")
             return
         if await self.admin.reindex_running():
-            await ack(response_type="ephemeral", text="A reindex is already running; I'll post here when it's done.")
+            await reply("A reindex is already running; I'll post here when it's done.")
             return
         try:
             self.admin.resolve(path)
         except AdminError as exc:
-            await ack(response_type="ephemeral", text=str(exc))
+            await reply(str(exc))
             return
-        await ack(response_type="ephemeral", text="Reindexing the knowledge base… I'll post progress here.")
-        progress = ReindexProgress(lambda text: respond(response_type="ephemeral", text=text), 5, "…{files} files read")
+        await reply("Reindexing the knowledge base… I'll post progress here.")
+        progress = ReindexProgress(reply, 5, "…{files} files read")
         try:
             report = await self.admin.reindex(path, progress)
         except AdminError as exc:
-            await respond(response_type="ephemeral", text=str(exc))
+            await reply(str(exc))
             return
         await progress.settle()
-        await respond(response_type="ephemeral", text=f"Reindex finished.\n```{report.summary()}```")
+        await reply(f"Reindex finished.\n```{report.summary()}```")
 
     # -- feedback -----------------------------------------------------------
 
@@ -407,9 +462,15 @@ class SlackAdapter:
         await ack()
         action = (body.get("actions") or [{}])[0]
         value = 1 if action.get("action_id") == FEEDBACK_UP else -1
-        stored = await self.engine.record_feedback(action.get("value", ""), value)
-        text = "Thanks for the feedback." if stored else "Sorry, I couldn't find that answer any more."
-        await respond(response_type="ephemeral", replace_original=False, text=text)
+        channel, user = (body.get("channel") or {}).get("id", ""), (body.get("user") or {}).get("id", "")
+        reply = _Reply(self.client, respond, channel, user)
+        try:
+            stored = await self.engine.record_feedback(action.get("value", ""), value)
+        except Exception:  # memory down: the click is not lost silently
+            log.exception("storing feedback failed")
+            await reply("Sorry, I couldn't record that just now. Please try again in a moment.")
+            return
+        await reply("Thanks for the feedback." if stored else "Sorry, I couldn't find that answer any more.")
 
     # -- transports ---------------------------------------------------------
 
@@ -432,6 +493,18 @@ class SlackAdapter:
         expected = "v0=" + hmac.new(self._secret, b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected, headers.get("X-Slack-Signature", ""))
 
+    async def _state_up(self) -> bool:
+        """Shared state answers (within GATE_TIMEOUT: the ack must stay inside Slack's 3 s). Events only:
+        a refused event is delivered again, a refused command or click would only show its user an error."""
+        if self.gate is None:
+            return True
+        try:
+            await asyncio.wait_for(self.gate(), GATE_TIMEOUT)
+        except (StateUnavailable, TimeoutError) as exc:  # not acknowledged, so not lost: Slack delivers it again
+            log.error("refusing an event while shared state is down or slow: %s", exc or "no answer in time")
+            return False
+        return True
+
     def add_routes(self, application: web.Application) -> None:
         """POST /slack/events on an existing app (the web process serves other routes beside it)."""
 
@@ -450,12 +523,6 @@ class SlackAdapter:
             # (10,000-deep JSON, say) never reaches a parser, and bolt never logs it
             if not self._signed(await request.read(), request.headers):
                 return web.json_response({"error": "invalid request signature"}, status=401)
-            if self.gate is not None:
-                try:
-                    await self.gate()
-                except StateUnavailable as exc:  # not acknowledged, so not lost: Slack delivers it again
-                    log.error("refusing a delivery while shared state is down: %s", exc)
-                    return web.json_response({"error": "temporarily unavailable"}, status=503, headers={"Retry-After": "5"})
             try:
                 bolt_request = await to_bolt_request(request)
                 well_formed = _well_formed(bolt_request.body)
@@ -463,6 +530,8 @@ class SlackAdapter:
                 well_formed = False
             if not well_formed:  # signed, but not a body Slack sends
                 return web.json_response({"error": "malformed request body"}, status=400)
+            if bolt_request.body.get("type") == "event_callback" and not await self._state_up():
+                return web.json_response({"error": "temporarily unavailable"}, status=503, headers={"Retry-After": "5"})
             response = await self.app.async_dispatch(bolt_request)
             if response.status == 404:  # verified, but nothing handles it (a new event type): ack so Slack won't retry
                 return web.Response(status=200)
@@ -477,4 +546,4 @@ class SlackAdapter:
         return AsyncSocketModeHandler(self.app, app_token, web_client=self.client)
 
 
-__all__ = ["SlackAdapter", "build_client", "skip_reason", "sources_text"]
+__all__ = ["PLACEHOLDER", "SlackAdapter", "build_client", "skip_reason", "sources_text"]

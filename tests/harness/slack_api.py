@@ -5,29 +5,44 @@ It answers the Web API methods the advisor's Slack adapter uses with the bodies 
 can return a thread, mints `response_url`s that point back at it, and plays the server side of
 Socket Mode (hello, envelopes, acks). Faults can be injected per method. Everything is in memory.
 
+Strict mode (`FakeSlack(strict=True)`) enforces Slack's rate limits the way its docs state them
+(docs.slack.dev/apis/web-api/rate-limits): per method, per workspace (the team the token belongs
+to), answered with HTTP 429, `Retry-After` and {"ok": false, "error": "ratelimited"}; `SLACK_LIMITS`
+lists them and `time_scale` shrinks every window so tests run fast. `deliver` (Events API over HTTP)
+and `deliver_socket` (Socket Mode) play Slack's side of a delivery in every mode: an ack later than
+3 seconds is a failed delivery, and an event is delivered again as Slack does (HTTP:
+`X-Slack-Retry-Num` / `X-Slack-Retry-Reason: http_timeout`; Socket Mode: a new envelope with
+`retry_attempt` / `retry_reason: timeout`); a slash command or button click is not, its user sees
+an error instead.
+
     async with FakeSlack() as slack:
         client = AsyncWebClient(token="xoxb-test", base_url=slack.base_url)
         await client.chat_postMessage(channel="C1", text="hi", thread_ts=ts)
         ack = await slack.send_socket_envelope(socket_envelope(app_mention("hello")))
+        delivery = await slack.deliver(adapter_url, app_mention("hello"), signing_secret)
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self, get_args
 
+import aiohttp
 from aiohttp import WSMsgType, web
 
 from tests.harness.loopback import LoopbackServer
-from tests.harness.slack_payloads import API_APP_ID, TEAM_DOMAIN, new_ts
+from tests.harness.slack_payloads import API_APP_ID, FORM_CONTENT_TYPE, TEAM_DOMAIN, decode_form, new_ts, sign
 
 Json = dict[str, Any]
 FaultKind = Literal["rate_limited", "error", "server_error"]
@@ -44,6 +59,71 @@ RESPONSE_URL_USES = 5  # a response_url takes up to 5 posts (within 30 minutes)
 # Methods an app-level (xapp-) token may call; every other method refuses it.
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open", "auth.test"})
 
+ACK_DEADLINE = 3.0  # seconds Slack waits for an ack (HTTP 2xx, or a Socket Mode envelope ack)
+RETRY_DELAYS = (0.0, 60.0, 300.0)  # an event's redeliveries: at once, after a minute, after five
+TIMEOUT_NOTICE = 'failed with the error "operation_timeout"'  # what a user sees after a late command ack
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most `calls` in any `seconds` (a sliding window), or with `burst`: `calls` per `seconds` on
+    average with bursts of up to `burst` (a token bucket). Counted per workspace, and per channel too
+    when `per_channel`. Only calls that were served count; a 429 does not use up the budget."""
+
+    calls: int
+    seconds: float
+    burst: int | None = None
+    per_channel: bool = False
+
+
+# docs.slack.dev/apis/web-api/rate-limits: Tier 1 1+/min, Tier 2 20+/min, Tier 3 50+/min, Tier 4 100+/min;
+# posting messages about 1 per second per channel with short bursts (chat.postMessage is "special": it also
+# has a workspace-wide limit whose figure is not published, so none is set here; add one with `limits`).
+TIER_1, TIER_2, TIER_3, TIER_4 = Limit(1, 60.0), Limit(20, 60.0), Limit(50, 60.0), Limit(100, 60.0)
+POSTS_PER_CHANNEL = Limit(1, 1.0, burst=3, per_channel=True)
+SLACK_LIMITS: Mapping[str, tuple[Limit, ...]] = {
+    "chat.postMessage": (POSTS_PER_CHANNEL,),
+    "chat.update": (TIER_3,),
+    "chat.delete": (TIER_3,),
+    "chat.postEphemeral": (TIER_4,),
+    "conversations.replies": (TIER_3,),  # Tier 3 for internal and Marketplace apps
+    "users.info": (TIER_4,),
+    "reactions.add": (TIER_3,),
+    "apps.connections.open": (TIER_1,),
+}
+
+
+@dataclass
+class Attempt:
+    """One try at delivering a request: `status` None while (or if) no answer came."""
+
+    retry_num: int
+    reason: str  # "" on the first try; why the previous one failed on a retry
+    status: int | None = None
+    body: str = ""
+    late: bool = False  # answered after the deadline, when Slack had stopped waiting
+
+
+@dataclass
+class Delivery:
+    """Slack's view of delivering one request: every attempt, and whether one was acked in time."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def acked(self) -> bool:
+        return any(a.status is not None and 200 <= a.status < 300 and not a.late for a in self.attempts)
+
+    @property
+    def retries(self) -> int:
+        return len(self.attempts) - 1
+
+    @property
+    def ack_body(self) -> str:
+        """The body of the ack Slack accepted ("" if none)."""
+        good = [a for a in self.attempts if a.status is not None and 200 <= a.status < 300 and not a.late]
+        return good[0].body if good else ""
+
 
 class SlackError(Exception):
     """A Web API failure answered as HTTP 200 {"ok": false, "error": code}."""
@@ -59,6 +139,15 @@ class _Fault:
     kind: str
     times: int
     options: dict[str, Any]
+
+
+def _ack_text(body: str) -> str:
+    """The message text of an ack's body (JSON with "text", or plain text; "" for none)."""
+    try:
+        parsed = json.loads(body) if body else {}
+    except ValueError:
+        return body
+    return str(parsed.get("text") or "") if isinstance(parsed, dict) else ""
 
 
 def _ts_key(ts: str) -> tuple[int, int]:
@@ -120,9 +209,33 @@ class FakeSlack(LoopbackServer):
     """Async context manager serving a fake Slack Web API and Socket Mode on 127.0.0.1 (a free port)."""
 
     def __init__(
-        self, *, bot_user_id: str = "UBOT", bot_id: str = "BBOT", team_id: str = "T1", app_id: str = API_APP_ID
+        self,
+        *,
+        bot_user_id: str = "UBOT",
+        bot_id: str = "BBOT",
+        team_id: str = "T1",
+        app_id: str = API_APP_ID,
+        strict: bool = False,
+        limits: Mapping[str, tuple[Limit, ...]] | None = None,
+        time_scale: float = 1.0,
+        ack_deadline: float = ACK_DEADLINE,
     ) -> None:
+        """`strict`: enforce `limits` (default `SLACK_LIMITS`; without strict, `limits` alone turns them
+        on). `time_scale` multiplies every limit's window and the redelivery delays (0.05: a minute
+        lasts 3 s); `ack_deadline` is how long a delivery waits for its ack."""
         self.bot_user_id, self.bot_id, self.team_id, self.app_id = bot_user_id, bot_id, team_id, app_id
+        self.limits: Mapping[str, tuple[Limit, ...]] = SLACK_LIMITS if strict else {}
+        if limits is not None:
+            self.limits = limits
+        self.time_scale = time_scale
+        self.ack_deadline = ack_deadline
+        self.teams: dict[str, str] = {}  # token -> the workspace it belongs to (others: team_id)
+        self.limited: list[Json] = []  # every call answered 429 by a limit: method, team, channel, retry_after
+        self.deliveries: list[Delivery] = []  # every deliver / deliver_socket, in order
+        self._windows: dict[tuple[str, ...], deque[float]] = {}
+        self._buckets: dict[tuple[str, ...], tuple[float, float]] = {}  # key -> (tokens, at)
+        self._screens: dict[str, list[str]] = {}  # response_url id -> what its user sees, in order
+        self._lingering: set[asyncio.Task[Any]] = set()
         self.team_name = "Fake Team"
         self.bot_name = "advisor"
         self.base_url = ""  # "http://127.0.0.1:PORT/api/" (slack_sdk urljoin()s the method onto it)
@@ -173,6 +286,9 @@ class FakeSlack(LoopbackServer):
             await ws.close()
         for waiter in self._ack_waiters.values():
             waiter.cancel()
+        for task in list(self._lingering):
+            task.cancel()
+        await asyncio.gather(*self._lingering, return_exceptions=True)
         await self._stop()
 
     # ----- test controls ---------------------------------------------------------------------------
@@ -351,9 +467,185 @@ class FakeSlack(LoopbackServer):
             if call.get("invalid_json"):
                 raise SlackError("invalid_json")
             token = self._authorise(method, request, call["args"])
+            if (limited := self._rate_limit(method, token, call)) is not None:
+                return limited
             return _json(self._methods[method](call["args"], token))
         except SlackError as error:
             return _json({"ok": False, "error": error.code})
+
+    # ----- rate limits -----------------------------------------------------------------------------
+
+    def limited_calls(self, method: str | None = None) -> list[Json]:
+        """The calls a limit answered with 429 (all methods, or one)."""
+        return [entry for entry in self.limited if method is None or entry["method"] == method]
+
+    def _rate_limit(self, method: str, token: str, call: Json) -> web.Response | None:
+        """A 429 if any of `method`'s limits is used up for this workspace (and channel); else count the call."""
+        team = self.teams.get(token, self.team_id)
+        channel = str(call["args"].get("channel") or "")
+        now = time.monotonic()
+        checks = [
+            (limit, (method, team, channel) if limit.per_channel else (method, team)) for limit in self.limits.get(method, ())
+        ]
+        wait = max((self._wait(limit, key, now) for limit, key in checks), default=0.0)
+        if wait > 0:
+            retry_after = max(1, math.ceil(wait))  # whole seconds: slack_sdk int()s the header
+            self.limited.append({"method": method, "team": team, "channel": channel, "retry_after": retry_after})
+            call["limited"] = True
+            return _json({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(retry_after)})
+        for limit, key in checks:
+            self._count(limit, key, now)
+        return None
+
+    def _wait(self, limit: Limit, key: tuple[str, ...], now: float) -> float:
+        """Seconds until `limit` allows one more call for `key` (0: now)."""
+        seconds = limit.seconds * self.time_scale
+        if limit.burst is not None:
+            tokens, at = self._buckets.get(key, (float(limit.burst), now))
+            tokens = min(float(limit.burst), tokens + (now - at) * limit.calls / seconds)
+            return 0.0 if tokens >= 1 else (1 - tokens) * seconds / limit.calls
+        window = self._windows.setdefault(key, deque())
+        while window and window[0] <= now - seconds:
+            window.popleft()
+        return 0.0 if len(window) < limit.calls else window[0] + seconds - now
+
+    def _count(self, limit: Limit, key: tuple[str, ...], now: float) -> None:
+        if limit.burst is not None:
+            seconds = limit.seconds * self.time_scale
+            tokens, at = self._buckets.get(key, (float(limit.burst), now))
+            tokens = min(float(limit.burst), tokens + (now - at) * limit.calls / seconds)
+            self._buckets[key] = (tokens - 1, now)
+        else:
+            self._windows.setdefault(key, deque()).append(now)
+
+    # ----- deliveries (Slack calling the app) -----------------------------------------------------
+
+    def screen(self, response_url: str) -> list[str]:
+        """What the user of a slash command sees, in order: its ack's text (if acked in time and not
+        empty), then each post to its response_url, or the timeout error Slack shows for a late ack.
+        Slack does not replace or delete a command's earlier messages from its response_url
+        (replace_original is ignored there: slackapi/bolt-python#1268), so every post adds one."""
+        return list(self._screens.get(response_url.rstrip("/").rsplit("/", 1)[-1], []))
+
+    def _show_ack(self, response_url: str, text: str) -> None:
+        if response_url.startswith(self.root + "/response/") and text:
+            self._screens.setdefault(response_url.rsplit("/", 1)[-1], []).append(text)
+
+    async def deliver(
+        self, url: str, body: Json | bytes, secret: str, *, session: aiohttp.ClientSession | None = None
+    ) -> Delivery:
+        """POST a signed request to the app at `url` as Slack does, and retry as Slack does.
+
+        An event_callback (a dict, sent as JSON) not acked with a 2xx within `ack_deadline` is sent
+        again with X-Slack-Retry-Num and X-Slack-Retry-Reason (http_timeout at once, without waiting
+        for the first; http_error / connection_failed), after RETRY_DELAYS; a slash command or an
+        interaction (form bytes) is sent once, and a late ack shows its user an error."""
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        content_type = FORM_CONTENT_TYPE if isinstance(body, bytes) else "application/json"
+        is_event = isinstance(body, dict) and body.get("type") == "event_callback"
+        delivery = Delivery()
+        self.deliveries.append(delivery)
+        reason = ""
+        for retry_num in range(len(RETRY_DELAYS) + 1 if is_event else 1):
+            if retry_num:
+                await asyncio.sleep(RETRY_DELAYS[retry_num - 1] * self.time_scale)
+            attempt = Attempt(retry_num, reason)
+            delivery.attempts.append(attempt)
+            headers = {"Content-Type": content_type, **sign(raw, secret)}
+            if retry_num:
+                headers.update({"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": reason})
+            reason = await self._attempt(session, url, raw, headers, attempt)
+            if not reason:
+                break
+        if not is_event:
+            self._after_command(body, delivery)
+        return delivery
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession | None, url: str, raw: bytes, headers: dict[str, str], attempt: Attempt
+    ) -> str:
+        """One POST; "" when acked in time, else why it failed (the request may stay open, answered late)."""
+
+        async def post() -> None:
+            async with contextlib.AsyncExitStack() as stack:  # its own session unless given: it may outlive deliver()
+                client = session or await stack.enter_async_context(aiohttp.ClientSession())
+                try:
+                    async with client.post(url, data=raw, headers=headers) as response:
+                        attempt.status, attempt.body = response.status, await response.text()
+                except aiohttp.ClientError:
+                    attempt.status = 0
+
+        task = asyncio.create_task(post())
+        done, _ = await asyncio.wait({task}, timeout=self.ack_deadline)
+        if not done:
+            self._linger(task, attempt)
+            return "http_timeout"
+        if attempt.status == 0:
+            return "connection_failed"
+        return "" if attempt.status is not None and 200 <= attempt.status < 300 else "http_error"
+
+    def _linger(self, task: asyncio.Task[Any], attempt: Attempt) -> None:
+        """Keep a request Slack gave up on running, and mark its answer late when it comes."""
+
+        def done(_: asyncio.Task[Any]) -> None:
+            self._lingering.discard(task)
+            attempt.late = bool(attempt.status)
+
+        self._lingering.add(task)
+        task.add_done_callback(done)
+
+    def _after_command(self, body: Json | bytes, delivery: Delivery) -> None:
+        """What the user of a command or click sees from its ack: the ack's text, or Slack's timeout error."""
+        fields = decode_form(body) if isinstance(body, bytes) else body
+        response_url = str(fields.get("response_url") or "")
+        if not delivery.acked:
+            self._show_ack(response_url, TIMEOUT_NOTICE)
+            return
+        self._show_ack(response_url, _ack_text(delivery.ack_body))
+
+    async def deliver_socket(self, envelope: Json) -> Delivery:
+        """Push an envelope over Socket Mode as Slack does: an events_api envelope not acked within
+        `ack_deadline` is pushed again as a new envelope with retry_attempt and retry_reason "timeout",
+        after RETRY_DELAYS; a slash command or interaction is pushed once (late: its user sees an error)."""
+        is_event = envelope.get("type") == "events_api"
+        delivery = Delivery()
+        self.deliveries.append(delivery)
+        for retry_num in range(len(RETRY_DELAYS) + 1 if is_event else 1):
+            if retry_num:
+                await asyncio.sleep(RETRY_DELAYS[retry_num - 1] * self.time_scale)
+            attempt = Attempt(retry_num, "timeout" if retry_num else "")
+            delivery.attempts.append(attempt)
+            pushed = {**envelope, "envelope_id": str(uuid.uuid4())}
+            if is_event:
+                pushed.update(retry_attempt=retry_num, retry_reason=attempt.reason)
+            if await self._push_until_acked(pushed, attempt):
+                break
+        if not is_event:
+            payload = envelope.get("payload") or {}
+            ack = json.loads(delivery.ack_body or "{}").get("payload") or {}
+            if not delivery.acked:
+                self._show_ack(str(payload.get("response_url") or ""), TIMEOUT_NOTICE)
+            else:
+                self._show_ack(str(payload.get("response_url") or ""), str(ack.get("text") or ""))
+        return delivery
+
+    async def _push_until_acked(self, envelope: Json, attempt: Attempt) -> bool:
+        """Push one envelope and wait `ack_deadline` for its ack; a later ack marks the attempt late."""
+        envelope_id = envelope["envelope_id"]
+        waiter: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
+        self._ack_waiters[envelope_id] = waiter
+        await self.send_socket_message(envelope, self.ack_deadline)
+        timed_out = False
+
+        def acked(future: asyncio.Future[Json]) -> None:
+            self._ack_waiters.pop(envelope_id, None)
+            if not future.cancelled():
+                attempt.status, attempt.body, attempt.late = 200, json.dumps(future.result()), timed_out
+
+        waiter.add_done_callback(acked)
+        done, _ = await asyncio.wait({waiter}, timeout=self.ack_deadline)
+        timed_out = not done  # an ack that comes after this is late; the waiter stays to see it
+        return bool(done)
 
     @staticmethod
     def _authorise(method: str, request: web.Request, args: Json) -> str:
@@ -571,7 +863,7 @@ class FakeSlack(LoopbackServer):
 
     async def _response_url_post(self, request: web.Request) -> web.Response:
         url_id = request.match_info["id"]
-        await self._record(request, "response_url", url=str(request.url))
+        call = await self._record(request, "response_url", url=str(request.url))
         fault = self._take_fault("response_url")
         if fault is not None:
             return self._fault_response(fault)
@@ -580,6 +872,8 @@ class FakeSlack(LoopbackServer):
         if self._response_urls[url_id] >= RESPONSE_URL_USES:
             return web.Response(status=404, text="used_url")
         self._response_urls[url_id] += 1
+        if call["args"].get("text"):
+            self._screens.setdefault(url_id, []).append(str(call["args"]["text"]))
         return web.Response(text="ok")
 
     # ----- Socket Mode -----------------------------------------------------------------------------
