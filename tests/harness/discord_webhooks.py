@@ -13,6 +13,9 @@ Webhook), and a token older than 15 minutes gets 401 50027 Invalid Webhook Token
 `clock`, which tests move forward instead of waiting. Tokens the fake never saw delivered are
 taken as they come, without deadlines.
 
+Two bot-token routes serve the adapter's fallbacks: POST /users/@me/channels (open a DM) and
+POST /channels/{id}/messages (a DM, or an admin alert); without `Authorization: Bot ...` they get 401.
+
     async with FakeWebhooks() as hooks:
         adapter = DiscordInteractions(engine, admin, settings, api_base=hooks.api_base)
         status, body = await hooks.interact(url, payload, signing_key)
@@ -59,6 +62,8 @@ class FakeWebhooks(LoopbackServer):
         app = web.Application()
         app.router.add_patch("/api/v10/webhooks/{app}/{token}/messages/@original", self._edit)
         app.router.add_post("/api/v10/webhooks/{app}/{token}", self._follow)
+        app.router.add_post("/api/v10/users/@me/channels", self._open_dm)
+        app.router.add_post("/api/v10/channels/{channel}/messages", self._channel_message)
         port = await self._serve(app, handler_cancellation=False)
         self.api_base = f"http://127.0.0.1:{port}/api/v10"
         return self
@@ -130,7 +135,7 @@ class FakeWebhooks(LoopbackServer):
             "status": 200,
         }
         self.calls.append(call)
-        refused = self._fault(request.method, path) or self._refusal(request.match_info["token"])
+        refused = self._fault(request.method, path) or self._refusal(request.match_info.get("token", ""))
         if refused is None and (not isinstance(body, dict) or len(str(body.get("content", ""))) > CONTENT_LIMIT):
             refused = web.json_response({"message": "Invalid Form Body", "code": 50035}, status=400)
         if refused is not None:
@@ -155,8 +160,8 @@ class FakeWebhooks(LoopbackServer):
             "type": 20,
             "content": body.get("content", ""),
             "flags": body.get("flags", 0),
-            "webhook_id": request.match_info["app"],
-            "application_id": request.match_info["app"],
+            "webhook_id": request.match_info.get("app"),
+            "application_id": request.match_info.get("app"),
         }
 
     async def _edit(self, request: web.Request) -> web.Response:
@@ -170,3 +175,28 @@ class FakeWebhooks(LoopbackServer):
         if request.query.get("wait") in ("1", "true", "True"):
             return web.json_response(self._message(request, call["json"]))
         return web.Response(status=204)
+
+    def _bot(self, request: web.Request) -> web.Response | None:
+        if not request.headers.get("Authorization", "").startswith("Bot "):
+            return web.json_response({"message": "401: Unauthorized", "code": 0}, status=401)
+        return None
+
+    async def _open_dm(self, request: web.Request) -> web.Response:
+        call, refused = await self._record(request)
+        refused = refused or self._bot(request)
+        if refused:
+            call["status"] = refused.status
+            return refused
+        self._next_id += 1
+        recipient = {"id": str(call["json"].get("recipient_id")), "username": "user", "discriminator": "0"}
+        return web.json_response({"id": str(self._next_id), "type": 1, "recipients": [recipient]})
+
+    async def _channel_message(self, request: web.Request) -> web.Response:
+        call, refused = await self._record(request)
+        refused = refused or self._bot(request)
+        if refused:
+            call["status"] = refused.status
+            return refused
+        message = self._message(request, call["json"])
+        message.update(type=0, channel_id=request.match_info["channel"], webhook_id=None)
+        return web.json_response(message)
