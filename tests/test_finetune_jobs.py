@@ -101,21 +101,34 @@ def test_a_server_that_keeps_failing_stops_the_launch(fake: FakeOpenAI, capsys: 
     assert len(posts(fake, "/files")) == 3 and not posts(fake, "/fine_tuning/jobs")
 
 
-def test_ctrl_c_stops_following_but_leaves_the_job_running(
+def test_ctrl_c_stops_following_at_once_but_leaves_the_job_running(
     fake: FakeOpenAI, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A terminal's Ctrl-C goes to the whole process and may land on any thread, or just before the loop
+    blocks in select(): either way the main thread is not woken. It must still stop the command at once,
+    not at the next poll (an hour away here)."""
     job_id = start_job(fake)
+    returned = threading.Event()
+    unheard: list[str] = []
 
     def interrupt_once_polling() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if any(r["path"].endswith(f"/{job_id}/events") for r in fake.requests):
-                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)  # what Ctrl-C does
-                return
+        deadline = time.monotonic() + 30
+        while not any(r["path"].endswith(f"/{job_id}/events") for r in fake.requests):
+            if time.monotonic() > deadline:
+                unheard.append("the command never polled the job's events")
+                break
             time.sleep(0.01)
+        else:
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # Ctrl-C, delivered on this thread
+            if returned.wait(10):  # a generous ceiling: it takes milliseconds
+                return
+            unheard.append("Ctrl-C was not acted on until the next poll")
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)  # end the test, not hang it
 
     threading.Thread(target=interrupt_once_polling, daemon=True).start()
-    assert main(["finetune", "follow", job_id, "--interval", "30", "--use"]) == 130
+    code = main(["finetune", "follow", job_id, "--interval", "3600", "--use"])
+    returned.set()
+    assert not unheard and code == 130
     captured = capsys.readouterr()
     assert f"the job keeps running. Resume with: advisor finetune follow {job_id} --use" in captured.err
     assert not posts(fake, "/cancel") and fake._jobs[job_id].data["status"] == "queued"

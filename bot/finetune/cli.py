@@ -213,12 +213,12 @@ async def cmd_follow(client: openai.AsyncOpenAI, args: argparse.Namespace) -> in
 async def _follow(client: openai.AsyncOpenAI, job_id: str, args: argparse.Namespace) -> int:
     import openai
 
-    from bot.finetune.follow import follow
+    from bot.finetune.follow import follow, until_interrupted
     from bot.finetune.jobs import describe
 
     resume = f"advisor finetune follow {job_id}" + (" --use" if args.use else "")
     try:
-        job = await follow(client, job_id, args.interval)
+        job = await until_interrupted(follow(client, job_id, args.interval))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print(f"\nStopped following; the job keeps running. Resume with: {resume}", file=sys.stderr)
         return 130

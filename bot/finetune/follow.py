@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
-from typing import Any, TextIO
+from collections.abc import Awaitable
+from typing import Any, TextIO, TypeVar
 
 import openai
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 from tqdm import tqdm
 
 from bot.finetune.jobs import TERMINAL, when
+
+T = TypeVar("T")
 
 
 def format_event(event: FineTuningJobEvent) -> str:
@@ -80,3 +84,27 @@ async def follow(client: openai.AsyncOpenAI, job_id: str, interval: float, out: 
             await asyncio.sleep(interval)
     finally:
         progress.close()
+
+
+async def until_interrupted(work: Awaitable[T]) -> T:
+    """Await `work`; a Ctrl-C cancels it at once (CancelledError), whenever it lands.
+
+    asyncio.run's own SIGINT handler is a plain signal.signal handler: it only runs once the main
+    thread runs Python again, and nothing wakes a loop blocked in select(). A Ctrl-C that lands just
+    before select() blocks, or on another thread (a terminal's Ctrl-C goes to the whole process), waited
+    for the next poll, up to --interval later. loop.add_signal_handler sets a wakeup fd, so the loop
+    wakes as the signal arrives.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+    except (NotImplementedError, RuntimeError):  # no signal handlers on this loop or thread: asyncio.run's own
+        return await task
+    try:
+        return await task
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)  # which installs the default handler
+        if previous is not None:  # None: one not set from Python, which cannot be put back
+            signal.signal(signal.SIGINT, previous)  # asyncio.run's own, for the rest of the run
