@@ -131,19 +131,21 @@ class AnswerWriter:
         return delivered
 
     async def _replace(self, text: str, blocks: list[dict[str, Any]] | None) -> bool:
+        """The final in place of the placeholder, else as a new message (the stale placeholder removed)."""
+        stale = None
         if self.ts is None:
             self.paced.close()
-            return await self._post(text, blocks)
-        await self.paced.final()
-        try:
-            await self.client.chat_update(channel=self.channel, ts=self.ts, text=text, **_blocks(blocks))
-            return True
-        except SlackApiError as exc:
-            code = self._failed("chat.update", exc)
-        stale, self.ts = (None if code in GONE else self.ts), None
+        else:
+            await self.paced.final()
+            try:
+                await self.client.chat_update(channel=self.channel, ts=self.ts, text=text, **_blocks(blocks))
+                return True
+            except SlackApiError as exc:
+                stale = None if self._failed("chat.update", exc) in GONE else self.ts
         if not await self._post(text, blocks):
             return False
-        metrics.write_failed("slack", "new_message")
+        if self.failures:  # the placeholder could not be posted, or edited: the answer went out anew
+            metrics.write_failed("slack", "new_message")
         if stale is not None:
             await self._remove(stale)
         return True

@@ -45,7 +45,7 @@ from tests.harness.loopback import LoopbackServer
 from tests.harness.slack_payloads import API_APP_ID, FORM_CONTENT_TYPE, TEAM_DOMAIN, decode_form, new_ts, sign
 
 Json = dict[str, Any]
-FaultKind = Literal["rate_limited", "error", "server_error"]
+FaultKind = Literal["rate_limited", "error", "server_error", "slow"]
 
 TEXT_LIMIT = 40_000  # chat.postMessage: longer text is refused with msg_too_long
 MAX_BLOCKS = 50  # Block Kit: blocks per message
@@ -139,6 +139,7 @@ class _Fault:
     kind: str
     times: int
     options: dict[str, Any]
+    channel: str | None = None
 
 
 def _ack_text(body: str) -> str:
@@ -297,15 +298,16 @@ class FakeSlack(LoopbackServer):
         """The recorded calls to one Web API method ("response_url" for posts to minted response URLs)."""
         return [call for call in self.calls if call["method"] == method]
 
-    def fail_next(self, method: str, kind: FaultKind, times: int = 1, **kw: Any) -> None:
-        """Fault the next `times` calls to `method` (a Web API method name, or "response_url").
+    def fail_next(self, method: str, kind: FaultKind, times: int = 1, *, channel: str | None = None, **kw: Any) -> None:
+        """Fault the next `times` calls to `method` (a Web API method name, or "response_url"), or only
+        those for `channel`.
 
         kind "rate_limited": HTTP 429, Retry-After (kw retry_after, default 1 s; sent as whole seconds,
         rounded up, because slack_sdk int()s the header), body {"ok": false, "error": "ratelimited"};
         "error": HTTP 200 {"ok": false, "error": kw error}; "server_error": HTTP 500
-        {"ok": false, "error": "internal_error"}.
+        {"ok": false, "error": "internal_error"}; "slow": answered as usual after kw seconds.
         """
-        allowed = {"rate_limited": {"retry_after"}, "error": {"error"}, "server_error": set()}
+        allowed = {"rate_limited": {"retry_after"}, "error": {"error"}, "server_error": set(), "slow": {"seconds"}}
         if kind not in get_args(FaultKind):
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {list(get_args(FaultKind))}")
         if set(kw) - allowed[kind]:
@@ -314,7 +316,7 @@ class FakeSlack(LoopbackServer):
             raise ValueError("kind 'error' needs error='<slack error code>'")
         if times < 1:
             raise ValueError("times must be at least 1")
-        self._faults.append(_Fault(method, kind, times, kw))
+        self._faults.append(_Fault(method, kind, times, kw, channel))
 
     def response_url(self) -> str:
         """A fresh response_url pointing at this server; posts to it land in `calls` as method "response_url"."""
@@ -437,9 +439,9 @@ class FakeSlack(LoopbackServer):
         self.calls.append(call)
         return call
 
-    def _take_fault(self, method: str) -> _Fault | None:
+    def _take_fault(self, method: str, channel: Any = None) -> _Fault | None:
         for fault in self._faults:
-            if fault.method == method:
+            if fault.method == method and fault.channel in (None, channel):
                 fault.times -= 1
                 if fault.times == 0:
                     self._faults.remove(fault)
@@ -460,8 +462,10 @@ class FakeSlack(LoopbackServer):
         call = await self._record(request, method)
         if method not in self._methods:
             return _json({"ok": False, "error": "unknown_method", "req_method": method})
-        fault = self._take_fault(method)
-        if fault is not None:
+        fault = self._take_fault(method, call["args"].get("channel"))
+        if fault is not None and fault.kind == "slow":
+            await asyncio.sleep(float(fault.options.get("seconds", 1.0)))
+        elif fault is not None:
             return self._fault_response(fault)
         try:
             if call.get("invalid_json"):
@@ -484,9 +488,8 @@ class FakeSlack(LoopbackServer):
         team = self.teams.get(token, self.team_id)
         channel = str(call["args"].get("channel") or "")
         now = time.monotonic()
-        checks = [
-            (limit, (method, team, channel) if limit.per_channel else (method, team)) for limit in self.limits.get(method, ())
-        ]
+        keys = {False: (method, team), True: (method, team, channel)}
+        checks = [(limit, keys[limit.per_channel]) for limit in self.limits.get(method, ())]
         wait = max((self._wait(limit, key, now) for limit, key in checks), default=0.0)
         if wait > 0:
             retry_after = max(1, math.ceil(wait))  # whole seconds: slack_sdk int()s the header
@@ -865,7 +868,9 @@ class FakeSlack(LoopbackServer):
         url_id = request.match_info["id"]
         call = await self._record(request, "response_url", url=str(request.url))
         fault = self._take_fault("response_url")
-        if fault is not None:
+        if fault is not None and fault.kind == "slow":
+            await asyncio.sleep(float(fault.options.get("seconds", 1.0)))
+        elif fault is not None:
             return self._fault_response(fault)
         if url_id not in self._response_urls:
             return web.Response(status=404, text="no_service")
