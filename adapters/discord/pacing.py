@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-PER_SECOND = 40.0  # of Discord's 50 per bot: room for interaction callbacks and other processes' calls
+PER_SECOND = 30.0  # of Discord's 50 per bot: room for requests delayed on their way and for other processes
 OPTIONAL_SHARE = 0.5  # streaming edits and typing may use half of it, so needed writes never wait long
 PER_CHANNEL = 4  # of Discord's 5 edits per 5 s: one kept for the final edit
 WINDOW = 5.0
@@ -75,11 +75,16 @@ class Pacer:
         return True
 
     async def wait(self, edit_in: str | None = None) -> None:
-        """Wait for a slot for a needed write (an edit in channel `edit_in` is counted against that channel)."""
+        """Wait for a slot for a needed write; an edit in channel `edit_in` also waits for the channel's
+        Discord limit (per_channel + 1), so discord.py never holds it back to send it in a burst later."""
         while True:
             now = self.clock()
             self._prune(now)
-            if len(self._recent) < self.per_second:
+            edits = self._channel_edits(edit_in, now) if edit_in is not None else deque()
+            if len(self._recent) < self.per_second and len(edits) <= self.per_channel:
                 self._record(now, edit_in)
                 return
-            await asyncio.sleep(max(0.01, self._recent[0] + 1.0 - now))
+            free_at = [self._recent[0] + 1.0] if len(self._recent) >= self.per_second else []
+            if len(edits) > self.per_channel:
+                free_at.append(edits[0] + self.window)
+            await asyncio.sleep(max(0.01, max(free_at) - now))
