@@ -46,8 +46,9 @@ def test_a_session_of_recorded_dispatches(tmp_path: Path, kb_dir: Path, capsys: 
     assert "three to six months" in json.dumps(by_file["1.json"])
     assert by_file["2.json"] == [{"platform": "discord", "file": str(files[1]), "ignored": True, "reason": f"duplicate delivery of message {mention['id']}"}]
     assert by_file["3.json"][0]["reason"] == "a guild message that neither mentions nor replies to the bot"
-    (status,) = by_file["4.json"]
-    assert status["path"].endswith("/callback") and "**indexed passages**: 3" in status["body"]["data"]["content"]
+    callback, status = by_file["4.json"]  # acked (deferred) before any I/O, then filled in
+    assert callback["path"].endswith("/callback") and callback["body"]["type"] == 5
+    assert status["path"].endswith("/messages/@original") and "**indexed passages**: 3" in status["body"]["content"]
 
 
 def test_bot_user_id_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
