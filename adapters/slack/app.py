@@ -501,7 +501,7 @@ class SlackAdapter:
         try:
             await asyncio.wait_for(self.gate(), GATE_TIMEOUT)
         except (StateUnavailable, TimeoutError) as exc:  # not acknowledged, so not lost: Slack delivers it again
-            log.error("refusing an event while shared state is down or slow: %s", exc or "no answer in time")
+            log.error("refusing a delivery while shared state is down or slow: %s", exc or "no answer in time")
             return False
         return True
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import copy
 import json
 import math
@@ -534,9 +533,7 @@ class FakeSlack(LoopbackServer):
         if response_url.startswith(self.root + "/response/") and text:
             self._screens.setdefault(response_url.rsplit("/", 1)[-1], []).append(text)
 
-    async def deliver(
-        self, url: str, body: Json | bytes, secret: str, *, session: aiohttp.ClientSession | None = None
-    ) -> Delivery:
+    async def deliver(self, url: str, body: Json | bytes, secret: str) -> Delivery:
         """POST a signed request to the app at `url` as Slack does, and retry as Slack does.
 
         An event_callback (a dict, sent as JSON) not acked with a 2xx within `ack_deadline` is sent
@@ -557,23 +554,20 @@ class FakeSlack(LoopbackServer):
             headers = {"Content-Type": content_type, **sign(raw, secret)}
             if retry_num:
                 headers.update({"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": reason})
-            reason = await self._attempt(session, url, raw, headers, attempt)
+            reason = await self._attempt(url, raw, headers, attempt)
             if not reason:
                 break
         if not is_event:
             self._after_command(body, delivery)
         return delivery
 
-    async def _attempt(
-        self, session: aiohttp.ClientSession | None, url: str, raw: bytes, headers: dict[str, str], attempt: Attempt
-    ) -> str:
+    async def _attempt(self, url: str, raw: bytes, headers: dict[str, str], attempt: Attempt) -> str:
         """One POST; "" when acked in time, else why it failed (the request may stay open, answered late)."""
 
         async def post() -> None:
-            async with contextlib.AsyncExitStack() as stack:  # its own session unless given: it may outlive deliver()
-                client = session or await stack.enter_async_context(aiohttp.ClientSession())
+            async with aiohttp.ClientSession() as session:  # its own: a late request may outlive deliver()
                 try:
-                    async with client.post(url, data=raw, headers=headers) as response:
+                    async with session.post(url, data=raw, headers=headers) as response:
                         attempt.status, attempt.body = response.status, await response.text()
                 except aiohttp.ClientError:
                     attempt.status = 0
