@@ -121,7 +121,9 @@ async def test_dm_is_answered_in_the_dm_and_in_its_thread(make: Any) -> None:
     assert harness.posts()[1]["thread_ts"] == "1700000000.000001"
 
 
-async def test_thread_replies_continue_only_where_the_bot_answered(make: Any, configure: Any) -> None:
+async def test_thread_replies_continue_only_where_the_bot_answered(
+    make: Any, configure: Any, stack: Stack, slack: FakeSlack
+) -> None:
     harness = await make()
     mention = sp.app_mention("emergency fund size?")
     await harness.post(mention)
@@ -131,34 +133,53 @@ async def test_thread_replies_continue_only_where_the_bot_answered(make: Any, co
     await until(lambda: len(harness.finals()) == 2)
     assert harness.posts()[1]["thread_ts"] == root
     await harness.post(sp.channel_message("unrelated chatter", thread_ts="1600000000.000001"))
+    await until(lambda: harness.adapter.ignored)
     await harness.post(sp.channel_message("top-level chatter"))
-    await settle(harness)
+    await until(lambda: len(harness.adapter.ignored) == 2)
+    assert list(harness.adapter.ignored) == [
+        "a reply in a thread the bot has not answered",
+        "a channel message that does not mention the bot",
+    ]
     assert len(harness.posts()) == 2
 
+    # the same engine (so the same memory: the bot has answered this thread), following threads off
     configure(ADVISOR_SLACK_FOLLOW_THREADS="false")
-    quiet = await make()
+    quiet = await stack.slack_door(harness.adapter.engine, load_settings(None), slack, SECRET)
     await quiet.post(sp.channel_message("another follow-up", thread_ts=root))
-    await settle(quiet)
+    assert list(await until(lambda: quiet.adapter.ignored)) == [
+        "a thread reply without a mention (following threads is off)"
+    ]
     assert len(harness.posts()) == 2
+
+
+def _in_dm(**changes: Any) -> dict[str, Any]:
+    message = sp.dm_message("emergency fund?")
+    return {**message, "event": {**message["event"], **changes}}
 
 
 @pytest.mark.parametrize(
-    "payload",
+    ("payload", "reason"),
     [
-        lambda: sp.dm_message("from myself", user="UBOT"),
-        lambda: sp.bot_message("emergency fund?", channel="D1", channel_type="im"),
-        lambda: sp.message_changed("emergency fund?", "emergency", sp.new_ts(), channel="D1", channel_type="im"),
-        lambda: sp.message_deleted(sp.new_ts(), "emergency fund?", channel="D1", channel_type="im"),
-        lambda: {**sp.dm_message("hidden"), "event": {**sp.dm_message("hidden")["event"], "hidden": True, "subtype": "message_replied"}},
-        lambda: {**sp.dm_message("joined"), "event": {**sp.dm_message("joined")["event"], "subtype": "channel_join"}},
+        (lambda: sp.dm_message("from myself", user="UBOT"), "the bot's own message"),
+        (lambda: sp.bot_message("emergency fund?", channel="D1", channel_type="im"), "message from another bot"),
+        (
+            lambda: sp.message_changed("emergency fund?", "emergency", sp.new_ts(), channel="D1", channel_type="im"),
+            "hidden event",
+        ),
+        (lambda: sp.message_deleted(sp.new_ts(), "emergency fund?", channel="D1", channel_type="im"), "hidden event"),
+        (lambda: _in_dm(hidden=True, subtype="message_replied"), "hidden event"),
+        (lambda: _in_dm(subtype="channel_join"), "subtype channel_join"),
+        (lambda: _in_dm(user=None), "no author"),
+        (lambda: _in_dm(ts=None), "an event without a channel or timestamp"),
     ],
-    ids=["own", "bot", "changed", "deleted", "hidden", "join"],
+    ids=["own", "bot", "changed", "deleted", "hidden", "join", "no-author", "no-ts"],
 )
-async def test_ignored_messages(make: Any, payload: Callable[[], dict[str, Any]]) -> None:
+async def test_ignored_messages(make: Any, payload: Callable[[], dict[str, Any]], reason: str) -> None:
+    """Each is not answered for its own reason (another check catching it would pass a no-reply test)."""
     harness = await make()
     status, _ = await harness.post(payload())
     assert status == 200
-    await settle(harness)
+    assert list(await until(lambda: harness.adapter.ignored)) == [reason]
     assert harness.posts() == []
 
 
@@ -255,12 +276,14 @@ async def test_a_45000_character_answer_is_split_within_limits(make: Any, openai
 
 
 async def test_web_api_429_is_retried_after_retry_after(make: Any) -> None:
+    """The same call again, no sooner than the Retry-After (1 s), on the fake's own clock."""
     harness = await make()
     harness.slack.fail_next("chat.postMessage", "rate_limited", retry_after=1)
     await harness.post(sp.dm_message("emergency fund size?"))
     await until(harness.finals, timeout=15)
-    attempts = [c["at"] for c in harness.slack.calls if c["method"] == "chat.postMessage"]
-    assert len(attempts) == 2 and attempts[1] - attempts[0] >= 0.9
+    limited, retried = harness.slack.calls_to("chat.postMessage")
+    assert retried["args"] == limited["args"]  # the placeholder again, not the answer posted another way
+    assert retried["at"] - limited["at"] >= 1.0
 
 
 # -- /advisor --------------------------------------------------------------------------
