@@ -33,7 +33,11 @@ def readiness_checks(settings: Settings, services: Any) -> Mapping[str, Check]:
     key = settings.openai.api_key.get_secret_value() if settings.openai.api_key else None
     model_url = (settings.openai.base_url or "https://api.openai.com/v1") if settings.openai.configured else None
     return standard_checks(
-        store=services.stack.store, redis=services.redis, model_base_url=model_url, model_api_key=key
+        store=services.stack.store,
+        redis=services.redis,
+        model_base_url=model_url,
+        model_api_key=key,
+        model_name=settings.openai.chat_model,
     )
 
 

@@ -523,18 +523,22 @@ async def cmd_eval_safety(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def model_server_failure(settings: Settings, timeout: float = 5.0) -> str | None:
-    """Why the configured model server does not answer GET /models, or None when it does."""
+    """Why the configured model server does not answer GET /models (or says it has no such chat
+    model), or None when it does."""
     import openai
 
     key = settings.openai.api_key.get_secret_value() if settings.openai.api_key else "not-needed"
     client = openai.OpenAI(api_key=key, base_url=settings.openai.base_url, timeout=timeout, max_retries=0)
     try:
         client.models.list()
+        client.models.retrieve(settings.openai.chat_model)
     except openai.AuthenticationError:
-        return "the key was refused (HTTP 401)"
+        return "the key was refused (HTTP 401): set a valid OPENAI_API_KEY"
+    except openai.NotFoundError as exc:
+        if exc.code == "model_not_found":
+            return f"it has no model {settings.openai.chat_model!r} (HTTP 404): check ADVISOR_OPENAI_CHAT_MODEL"
+        return None  # a server without /models (or /models/{id}) still answers: it is up
     except openai.APIStatusError as exc:
-        if exc.status_code == 404:  # a server without /models still answers: it is up
-            return None
         return f"HTTP {exc.status_code}"
     except openai.APIConnectionError as exc:
         return f"cannot connect to {settings.openai.base_url or 'api.openai.com'} ({type(exc).__name__})"

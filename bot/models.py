@@ -105,8 +105,9 @@ class Citation:
 
 @dataclass(frozen=True)
 class Finish:
-    """Why a streamed answer ended, when not normally: "length" (the token budget), "content_filter",
-    or "incomplete" (the stream ended without saying why)."""
+    """Why a streamed answer ended, when not normally: "length" (the token budget), "content_filter"
+    (the provider's moderation), "incomplete" (the stream ended without saying why) or "error"
+    (an error event after the answer began)."""
 
     reason: str
 

@@ -86,7 +86,7 @@ class StateUnavailable(RuntimeError):
 
 class ModelError(Exception):
     """A chat model call failed. `kind`: rate_limited, quota, context_length, unavailable,
-    interrupted, auth or bad_request; `retry_after` in seconds when the provider said."""
+    interrupted, auth, model_not_found or bad_request; `retry_after` in seconds when the provider said."""
 
     def __init__(self, kind: str, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)

@@ -569,3 +569,193 @@ async def test_models_list_as_the_official_client_reads_it(client: AsyncOpenAI) 
     page = await client.models.list()
     ids = [model.id for model in page.data]
     assert "gpt-4o-mini" in ids and all(model.object == "model" and model.owned_by for model in page.data)
+
+
+# ----- strict like OpenAI: keys, models, stream endings, 429 headers -------------------------------
+
+GOOD_KEY = "sk-proj-good0123456789abcdef"
+
+
+async def raw_stream(http: aiohttp.ClientSession, server: FakeOpenAI, **extra: Any) -> list[str]:
+    """A streaming chat request's SSE frames, as sent (the empty tail after the last frame dropped)."""
+    request = {"model": "gpt-x", "messages": USER, "stream": True, **extra}
+    async with http.post(server.base_url + "/chat/completions", json=request) as response:
+        assert response.status == 200
+        raw = await response.text()
+    frames = raw.split("\n\n")
+    assert frames[-1] == "", "every frame ends with a blank line"
+    return frames[:-1]
+
+
+def frame_json(frame: str) -> Json:
+    assert frame.startswith("data: ") and frame != "data: [DONE]", frame
+    return json.loads(frame.removeprefix("data: "))
+
+
+@pytest.mark.asyncio
+async def test_a_key_outside_the_configured_set_is_refused_in_openais_words(spec: Spec) -> None:
+    async with FakeOpenAI(api_keys={GOOD_KEY}) as server, aiohttp.ClientSession() as session:
+        answers = []
+        for key in (GOOD_KEY, "sk-proj-wrong0123456789wxyz", "short-key"):
+            headers = {"Authorization": f"Bearer {key}"}
+            request = {"model": "gpt-x", "messages": USER}
+            async with session.post(server.base_url + "/chat/completions", json=request, headers=headers) as response:
+                answers.append((response.status, await response.json()))
+    assert answers[0][0] == 200
+    for status, body in answers[1:]:
+        spec.check("ErrorResponse", body)
+        assert status == 401 and body["error"]["type"] == "invalid_request_error"
+        assert body["error"]["code"] == "invalid_api_key" and body["error"]["param"] is None
+    assert answers[1][1]["error"]["message"] == (
+        "Incorrect API key provided: sk-proj-***************wxyz. "
+        "You can find your API key at https://platform.openai.com/account/api-keys."
+    )
+    assert answers[2][1]["error"]["message"].startswith("Incorrect API key provided: short-key. ")  # a short key whole
+
+
+@pytest.mark.asyncio
+async def test_the_client_reads_a_refused_key_as_authentication_error() -> None:
+    async with FakeOpenAI(api_keys={GOOD_KEY}) as server:
+        async with AsyncOpenAI(base_url=server.base_url, api_key="sk-wrong", max_retries=0) as wrong:
+            with pytest.raises(openai.AuthenticationError) as raised:
+                await wrong.chat.completions.create(model="gpt-x", messages=USER)  # type: ignore[arg-type]
+        async with AsyncOpenAI(base_url=server.base_url, api_key=GOOD_KEY, max_retries=0) as right:
+            ok = await right.chat.completions.create(model="gpt-x", messages=USER)  # type: ignore[arg-type]
+    assert raised.value.code == "invalid_api_key" and raised.value.status_code == 401
+    assert ok.choices[0].message.content == server.default_answer
+
+
+@pytest.mark.asyncio
+async def test_a_model_the_server_does_not_serve_is_404_model_not_found(spec: Spec) -> None:
+    async with (
+        FakeOpenAI(models={"gpt-4o-mini", "text-embedding-3-small"}) as server,
+        aiohttp.ClientSession(headers={"Authorization": "Bearer test"}) as http,
+    ):
+        chat = await call(http, server, "POST", "/chat/completions", json={"model": "gpt-x", "messages": USER})
+        embed = await call(http, server, "POST", "/embeddings", json={"model": "gpt-x", "input": "a"})
+        served = await call(http, server, "POST", "/chat/completions", json={"model": "gpt-4o-mini", "messages": USER})
+        listed = await call(http, server, "GET", "/models")
+        one = await call(http, server, "GET", "/models/gpt-4o-mini")
+        missing = await call(http, server, "GET", "/models/gpt-x")
+    for status, body in (chat, embed):
+        spec.check("ErrorResponse", body)
+        assert status == 404 and body["error"] == {
+            "message": "The model `gpt-x` does not exist or you do not have access to it.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "model_not_found",
+        }
+    assert served[0] == 200
+    assert [model["id"] for model in listed[1]["data"]] == ["gpt-4o-mini", "text-embedding-3-small"]
+    assert one == (200, {"id": "gpt-4o-mini", "object": "model", "created": 1_700_000_000, "owned_by": "fake"})
+    spec.check("ErrorResponse", missing[1])
+    status, body = missing
+    assert status == 404 and (body["error"]["code"], body["error"]["param"]) == ("model_not_found", "model")
+
+
+@pytest.mark.asyncio
+async def test_the_client_reads_an_unknown_model_as_not_found_and_a_fine_tuned_model_is_served() -> None:
+    async with FakeOpenAI(models={"gpt-4o-mini"}) as server, AsyncOpenAI(
+        base_url=server.base_url, api_key="test", max_retries=0
+    ) as api:
+        with pytest.raises(openai.NotFoundError) as raised:
+            await api.chat.completions.create(model="gpt-x", messages=USER)  # type: ignore[arg-type]
+        with pytest.raises(openai.NotFoundError) as retrieved:
+            await api.models.retrieve("gpt-x")
+        uploaded = await api.files.create(file=("train.jsonl", TRAINING), purpose="fine-tune")
+        job = await api.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=uploaded.id)
+        while job.status not in ("succeeded", "failed"):
+            job = await api.fine_tuning.jobs.retrieve(job.id)
+        assert job.fine_tuned_model is not None
+        tuned = await api.chat.completions.create(model=job.fine_tuned_model, messages=USER)  # type: ignore[arg-type]
+    assert raised.value.code == "model_not_found" and retrieved.value.code == "model_not_found"
+    assert tuned.choices[0].message.content == server.default_answer
+
+
+@pytest.mark.asyncio
+async def test_stream_error_event_is_openais_error_body_and_ends_the_stream(
+    spec: Spec, server: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    server.fail_next("/chat/completions", "stream_error", after_chunks=2)
+    frames = await raw_stream(http, server)
+    *chunks, error = frames
+    assert len(chunks) == 3  # the role chunk and two content chunks, then the error event, no [DONE]
+    for frame in chunks:
+        spec.check("CreateChatCompletionStreamResponse", frame_json(frame))
+    spec.check("ErrorResponse", frame_json(error))
+    assert frame_json(error)["error"]["type"] == "server_error"
+    assert (await raw_stream(http, server))[-1] == "data: [DONE]", "a fault fires only `times` times"
+
+
+@pytest.mark.asyncio
+async def test_the_client_raises_a_bare_api_error_for_a_stream_error_event(
+    server: FakeOpenAI, client: AsyncOpenAI
+) -> None:
+    server.fail_next("/chat/completions", "stream_error", after_chunks=1)
+    stream = await client.chat.completions.create(model="m", messages=USER, stream=True)  # type: ignore[arg-type]
+    received = []
+    with pytest.raises(openai.APIError) as raised:
+        async for chunk in stream:
+            received.append(chunk.choices[0].delta.content)
+    assert type(raised.value) is openai.APIError and raised.value.type == "server_error"
+    assert raised.value.message == "The server had an error while processing your request. Sorry about that!"
+    assert received == ["", "This is "]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("kind", "options", "finish_reasons"),
+    [
+        ("stream_cut", {"after_chunks": 2}, [None, None, None]),  # the role chunk and two pieces: no finish chunk
+        ("no_done", {}, [None, None, None, None, "stop"]),  # the whole answer and its finish chunk, then nothing
+    ],
+)
+async def test_streams_that_end_cleanly_without_done(
+    spec: Spec,
+    server: FakeOpenAI,
+    http: aiohttp.ClientSession,
+    kind: str,
+    options: Json,
+    finish_reasons: list[str | None],
+) -> None:
+    server.default_answer = "Twenty-three characters"  # three chunks of 8
+    server.fail_next("/chat/completions", kind, **options)  # type: ignore[arg-type]
+    frames = await raw_stream(http, server, stream_options={"include_usage": True})
+    chunks = [frame_json(frame) for frame in frames]  # fails on a [DONE] frame
+    for chunk in chunks:
+        spec.check("CreateChatCompletionStreamResponse", chunk)
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == finish_reasons  # and no usage chunk (no choices)
+
+
+@pytest.mark.asyncio
+async def test_the_client_ends_a_stream_without_done_quietly(server: FakeOpenAI, client: AsyncOpenAI) -> None:
+    server.fail_next("/chat/completions", "stream_cut", after_chunks=1)
+    stream = await client.chat.completions.create(model="m", messages=USER, stream=True)  # type: ignore[arg-type]
+    pieces = [chunk.choices[0].delta.content async for chunk in stream]
+    assert pieces == ["", "This is "]  # no exception: only the missing finish_reason tells
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("retry_after", [None, 2])
+async def test_429s_carry_openais_rate_limit_headers_and_retry_after_only_when_asked(
+    spec: Spec, server: FakeOpenAI, http: aiohttp.ClientSession, retry_after: float | None
+) -> None:
+    server.fail_next("/chat/completions", "rate_limit", retry_after=retry_after)
+    async with http.post(server.base_url + "/chat/completions", json={"model": "m", "messages": USER}) as response:
+        status, headers, body = response.status, response.headers, await response.json()
+    spec.check("ErrorResponse", body)
+    assert status == 429 and body["error"]["code"] == "rate_limit_exceeded"
+    assert headers["x-ratelimit-remaining-requests"] == "0" and headers["x-ratelimit-limit-requests"] == "3"
+    assert headers["x-ratelimit-reset-requests"].endswith("s") and "x-ratelimit-reset-tokens" in headers
+    if retry_after is None:
+        assert "retry-after" not in headers and "retry-after-ms" not in headers
+    else:
+        assert (headers["retry-after"], headers["retry-after-ms"]) == ("2", "2000")
+
+
+def test_stream_faults_reject_options_they_do_not_take() -> None:
+    fake = FakeOpenAI()
+    with pytest.raises(ValueError, match="after_chunks"):
+        fake.fail_next("/chat/completions", "no_done", after_chunks=1)
+    with pytest.raises(ValueError, match="seconds"):
+        fake.fail_next("/chat/completions", "stream_cut", seconds=1)

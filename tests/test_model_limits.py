@@ -107,7 +107,7 @@ async def test_the_tone_pass_draft_has_the_budget_too(
 # --- 4. truncation told honestly ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("reason", "said"), [("length", "length limit"), ("content_filter", "content filter")])
+@pytest.mark.parametrize(("reason", "said"), [("length", "length limit")])  # content_filter: test_openai_strict.py
 async def test_a_finish_reason_other_than_stop_is_shown_and_stored(
     tmp_path: Path, retriever: HybridRetriever, fake: FakeOpenAI, reason: str, said: str
 ) -> None:

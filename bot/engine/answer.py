@@ -39,7 +39,7 @@ class Answer:
     draft: str | None = None  # the tone pass's first, grounded draft
     draft_ms: float = 0.0
     parts: list[str] = field(default_factory=list)  # the answer as it was streamed
-    truncated: str | None = None  # why the answer was cut short: length, deadline, content_filter, incomplete
+    truncated: str | None = None  # why the answer was cut short: length, deadline, incomplete, error
     started: float = field(default_factory=time.monotonic)
     done: bool = False
 

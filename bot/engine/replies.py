@@ -27,6 +27,7 @@ MODEL_TROUBLE = {
     "rate_limited": "I'm getting more requests than my language model allows right now.",
     "quota": "I can't use my language model right now (an admin has been alerted).",
     "auth": "I can't use my language model right now (an admin has been alerted).",
+    "model_not_found": "I can't use my language model right now (an admin has been alerted).",
     "context_length": "Our conversation got too long for my language model.",
     "bad_request": "My language model couldn't take that request.",
 }

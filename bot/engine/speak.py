@@ -1,9 +1,13 @@
 """Step `speak`: the answer streamed from the model, moderated every few hundred characters
-(and at the end) so a bad answer is stopped and replaced; a prompt too long for the model is
-retried once with half the history. Without a model: the best passages, quoted and moderated."""
+(and at the end) so a bad answer is stopped and replaced; the provider's own content filter
+stops and replaces it the same way. An answer cut short (the token budget, the deadline, a
+stream that ended early or with an error event) keeps what arrived and says so. A prompt too
+long for the model is retried once with half the history. Without a model: the best passages,
+quoted and moderated."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -14,10 +18,12 @@ from bot.engine.checks import check_answer
 from bot.engine.compose import answer_prompt
 from bot.models import Finish, Notice, ReplyEvent, TextDelta, Usage
 from bot.ports import ModelError
-from bot.safety.moderation import Verdict
+from bot.safety.moderation import ModerationResult, Verdict
 
 if TYPE_CHECKING:
     from bot.engine.pipeline import Engine
+
+log = logging.getLogger(__name__)
 
 
 async def speak_offline(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
@@ -34,9 +40,11 @@ async def speak_offline(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEv
 CUT_SHORT = {
     "length": "it reached my length limit",
     "deadline": "it was taking too long",
-    "content_filter": "my language model's content filter stopped it",
     "incomplete": "my language model stopped without finishing",
+    "error": "my language model ran into an error part-way through",
 }
+# `finish_reason: content_filter`: the provider's moderation stopped the answer, so it is retracted.
+CONTENT_FILTERED = Verdict("refuse", False, ModerationResult(True, ("content_filter",), "provider"))
 _PROMPT_TAG = re.compile(
     r"</?(?:user_message|reference_passages|passage|draft|voice_examples|examples?|conversation|latest)\b[^<>]{0,200}>"
 )
@@ -99,6 +107,10 @@ async def speak(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
                     answer.usage.append(piece)
                     reported = True
                     continue
+                if isinstance(piece, Finish) and piece.reason == "content_filter":
+                    log.warning("turn %s: the model provider's content filter stopped the answer", answer.trace)
+                    flagged = CONTENT_FILTERED
+                    break
                 if isinstance(piece, Finish):
                     answer.truncated = piece.reason
                     continue

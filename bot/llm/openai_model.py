@@ -1,10 +1,14 @@
 """The chat model over the official `openai` async client; any OpenAI-compatible base URL works.
 
 Retries are ours, not the client's (it is built with `max_retries=0`): 429
-`rate_limit_exceeded`, 5xx, timeouts and dropped connections are retried with backoff
-that honours Retry-After, within a bounded total, and only before the first token (a
-retry after that would repeat text the user already saw). `insufficient_quota` fails
-at once, `context_length_exceeded` is reported so the engine can trim and try again.
+`rate_limit_exceeded`, 5xx, timeouts, dropped connections and an error event at the start
+of a stream are retried with backoff that honours Retry-After (exponential with jitter
+when there is none), at most `max_attempts` times within a bounded total, and only before
+the first token (a retry after that would repeat text the user already saw).
+`insufficient_quota`, a refused key and an unknown model fail at once, logged as errors
+that say what to fix (never with the key); `context_length_exceeded` is reported so the
+engine can trim and try again. An error event after the answer began ends it as
+`Finish("error")`: what arrived stands, cut short; a dropped connection is `interrupted`.
 """
 
 from __future__ import annotations
@@ -47,20 +51,49 @@ def classify(exc: Exception) -> ModelError:
     return error
 
 
+# OpenAI's error codes (or types) that say what went wrong whatever the status: (kind, message).
+_BY_CODE: dict[str, tuple[str, str]] = {
+    "insufficient_quota": ("quota", "the model provider's quota is used up (insufficient_quota)"),
+    "invalid_api_key": ("auth", "the model provider refused the API key (invalid_api_key)"),
+    "model_not_found": ("model_not_found", "the model server has no such model, or the key may not use it"),
+    "context_length_exceeded": ("context_length", "the conversation is too long for the model"),
+    "rate_limit_exceeded": ("rate_limited", "the model provider is rate limiting us"),
+}
+# What an admin must do about an error no retry can fix.
+_FATAL = {
+    "quota": "check the account's plan and billing",
+    "auth": "set a valid OPENAI_API_KEY",
+    "model_not_found": "check the model name and OPENAI_BASE_URL",
+}
+
+
+def _by_code(exc: Exception) -> ModelError | None:
+    code = getattr(exc, "code", None) or getattr(exc, "type", None)
+    if code not in _BY_CODE:
+        return None
+    kind, message = _BY_CODE[code]
+    return ModelError(kind, message, _retry_after(exc) if kind == "rate_limited" else None)
+
+
+def _is_stream_error_event(exc: Exception) -> bool:
+    """The client raises a bare `APIError` for a `data: {"error": ...}` event inside a stream."""
+    return type(exc) is openai.APIError
+
+
 def _classify(exc: Exception) -> ModelError:
-    code = getattr(exc, "code", None)
+    known = _by_code(exc)
+    if known is not None:
+        return known
     if isinstance(exc, openai.RateLimitError):
-        if code == "insufficient_quota":
-            return ModelError("quota", "the model provider's quota is used up")
         return ModelError("rate_limited", "the model provider is rate limiting us", _retry_after(exc))
     if isinstance(exc, openai.BadRequestError):
-        if code == "context_length_exceeded":
-            return ModelError("context_length", "the conversation is too long for the model")
-        return ModelError("bad_request", f"the model rejected the request ({code or 'bad request'})")
+        return ModelError("bad_request", f"the model rejected the request ({exc.code or 'bad request'})")
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return ModelError("auth", "the model provider rejected our credentials")
-    if isinstance(exc, openai.NotFoundError):
-        return ModelError("bad_request", "the configured model was not found")
+    if isinstance(exc, openai.NotFoundError):  # Ollama's unknown model, or a base URL without the API
+        return ModelError("model_not_found", "the model server answered 404: no such model, or the wrong base URL")
+    if _is_stream_error_event(exc):
+        return ModelError("unavailable", f"the model sent an error event in its stream ({exc.type or 'error'})")
     if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError):
         return ModelError("unavailable", "the model did not answer in time")
     if isinstance(exc, openai.InternalServerError | openai.APIConnectionError):
@@ -108,14 +141,16 @@ class OpenAIChatModel:
         return True
 
     def _log_fatal(self, error: ModelError) -> None:
-        if error.kind in {"quota", "auth"}:
-            log.error("model %s unusable: %s; an admin must fix the account or key", self.name, error)
+        fix = _FATAL.get(error.kind)
+        if fix is not None:
+            log.error("model %r unusable (HTTP %s): %s; an admin must %s", self.name, error.status or "-", error, fix)
 
     async def stream(
         self, messages: list[dict[str, str]], max_tokens: int | None = None
     ) -> AsyncIterator[str | Usage | Finish]:
         """Yield text pieces as they arrive, then the Usage (when the server reports it), then a
-        `Finish` when the answer did not end with "stop"."""
+        `Finish` when the answer did not end with "stop": its finish_reason, "incomplete" (the
+        stream ended without one) or "error" (an error event after the answer began)."""
         messages = laid_out(messages, self.layout)
         deadline = time.monotonic() + self.retry_budget
         attempt = 0
@@ -146,8 +181,12 @@ class OpenAIChatModel:
                 return
             except Exception as exc:  # classified below; cancellation is not an Exception
                 error = classify(exc)
+                if emitted and _is_stream_error_event(exc):
+                    log.warning("model %r: an error event ended the answer part-way: %s", self.name, error)
+                    yield Finish("error")
+                    return
                 if emitted:
-                    raise ModelError("interrupted", "the model stopped in the middle of the answer") from exc
+                    raise ModelError("interrupted", f"the model stopped in the middle of the answer: {error}") from exc
                 if not await self._wait_before_retry(error, attempt, deadline):
                     self._log_fatal(error)
                     raise error from exc

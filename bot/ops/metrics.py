@@ -54,7 +54,17 @@ ANSWER_MODES: Final = frozenset({"model", "offline", "limited", "rejected", "err
 TOKEN_KINDS: Final = frozenset({"prompt", "completion"})
 RATE_LIMIT_SCOPES: Final = frozenset({"user", "conversation"})
 MODEL_ERROR_KINDS: Final = frozenset(
-    {"rate_limited", "quota", "context_length", "unavailable", "interrupted", "auth", "bad_request", "timeout"}
+    {
+        "rate_limited",
+        "quota",
+        "context_length",
+        "unavailable",
+        "interrupted",
+        "auth",
+        "model_not_found",
+        "bad_request",
+        "timeout",
+    }
 )
 MODERATION_STAGES: Final = frozenset({"input", "output"})
 MODERATION_ACTIONS: Final = frozenset({"normal", "care", "refuse", "alert", "crisis"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -78,19 +79,37 @@ def redis_check(client: Any) -> Check:
     return check
 
 
-def model_check(base_url: str | None, api_key: str | None, timeout: float = 2.0) -> Check:
-    """GET {base_url}/models with the key: only a 2xx is ready (a 401 means the key is wrong)."""
+async def _error_code(response: aiohttp.ClientResponse) -> str | None:
+    """The `error.code` of an OpenAI-shaped error body, if it is one."""
+    try:
+        body = await response.json(content_type=None)
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
+
+
+async def _has_model(session: aiohttp.ClientSession, url: str, model: str, headers: dict[str, str]) -> bool:
+    """False only when GET {url}/{model} is OpenAI's 404 `model_not_found` (a server without that
+    route, such as llama.cpp's, is given the benefit of the doubt)."""
+    async with session.get(f"{url}/{quote(model, safe='')}", headers=headers, allow_redirects=False) as response:
+        return response.status != 404 or await _error_code(response) != "model_not_found"
+
+
+def model_check(base_url: str | None, api_key: str | None, timeout: float = 2.0, model: str | None = None) -> Check:
+    """GET {base_url}/models with the key: only a 2xx is ready (a 401 means the key is wrong); with
+    `model`, also GET /models/{model}: not ready when the server says it has no such model."""
     url = (base_url or OPENAI_URL).rstrip("/") + "/models"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     async def check() -> None:
         try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-                session.get(url, headers=headers, allow_redirects=False) as response,
-            ):
-                if not 200 <= response.status < 300:
-                    raise NotReady(f"the model server answered HTTP {response.status}")
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+                async with session.get(url, headers=headers, allow_redirects=False) as response:
+                    if not 200 <= response.status < 300:
+                        raise NotReady(f"the model server answered HTTP {response.status}")
+                if model is not None and not await _has_model(session, url, model, headers):
+                    raise NotReady(f"the model server has no model {model!r} (HTTP 404 model_not_found)")
         except aiohttp.ClientError as exc:
             raise NotReady(describe(exc, (api_key,))) from None
 
@@ -98,16 +117,21 @@ def model_check(base_url: str | None, api_key: str | None, timeout: float = 2.0)
 
 
 def standard_checks(
-    store: Any = None, redis: Any = None, model_base_url: str | None = None, model_api_key: str | None = None
+    store: Any = None,
+    redis: Any = None,
+    model_base_url: str | None = None,
+    model_api_key: str | None = None,
+    model_name: str | None = None,
 ) -> dict[str, Check]:
-    """The checks for what is configured: a model check only when a key or base URL is set."""
+    """The checks for what is configured: a model check (of `model_name` too, when given) only when
+    a key or base URL is set."""
     checks: dict[str, Check] = {}
     if store is not None:
         checks["store"] = store_check(store)
     if redis is not None:
         checks["redis"] = redis_check(redis)
     if model_base_url or model_api_key:
-        checks["model"] = model_check(model_base_url, model_api_key)
+        checks["model"] = model_check(model_base_url, model_api_key, model=model_name)
     return checks
 
 

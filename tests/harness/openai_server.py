@@ -1,12 +1,16 @@
 """A fake OpenAI REST API for tests: an aiohttp app that the official `openai` client can talk to.
 
-It plays chat completions (plain and SSE streaming), embeddings, moderations, files and fine-tuning
-jobs, shaped after OpenAI's OpenAPI spec (see tests/test_fake_openai_contract.py), with scripted
-answers and injectable faults. Everything lives in memory; nothing is read at import time.
+It plays chat completions (plain and SSE streaming), embeddings, moderations, models, files and
+fine-tuning jobs, shaped after OpenAI's OpenAPI spec (see tests/test_fake_openai_contract.py), with
+scripted answers and injectable faults. Everything lives in memory; nothing is read at import time.
 
     async with FakeOpenAI() as server:
         server.script_chat("Hello!")
         client = AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+
+By default any bearer key and any model name is accepted (like a llama.cpp server). As strict as
+OpenAI itself: `FakeOpenAI(api_keys={"sk-..."}, models={"gpt-4o-mini"})` answers another key with
+401 `invalid_api_key` and another model with 404 `model_not_found`, in OpenAI's words.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import struct
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -30,7 +35,17 @@ from aiohttp import web
 from tests.harness.loopback import LoopbackServer
 
 Json = dict[str, Any]
-FaultKind = Literal["rate_limit", "insufficient_quota", "server_error", "slow", "context_length", "midstream_error"]
+FaultKind = Literal[
+    "rate_limit",
+    "insufficient_quota",
+    "server_error",
+    "slow",
+    "context_length",
+    "midstream_error",
+    "stream_error",
+    "stream_cut",
+    "no_done",
+]
 JobOutcome = Literal["succeeded", "failed"]
 
 MODERATION_CATEGORIES: tuple[str, ...] = (
@@ -59,6 +74,17 @@ _FAULT_OPTIONS: dict[str, frozenset[str]] = {kind: frozenset() for kind in get_a
     "rate_limit": frozenset({"retry_after"}),
     "slow": frozenset({"seconds"}),
     "midstream_error": frozenset({"after_chunks"}),
+    "stream_error": frozenset({"after_chunks"}),
+    "stream_cut": frozenset({"after_chunks"}),
+}
+# Faults that wait for a streaming chat request and act on its stream.
+_STREAM_FAULTS = frozenset({"midstream_error", "stream_error", "stream_cut", "no_done"})
+# What OpenAI sends inside a stream that fails after it began (the body of ErrorResponse).
+STREAM_ERROR: Json = {
+    "message": "The server had an error while processing your request. Sorry about that!",
+    "type": "server_error",
+    "param": None,
+    "code": None,
 }
 _TRAINING_STEPS = 3
 _DEFAULT_EPOCHS = 3
@@ -101,7 +127,7 @@ class _Incoming:
 
     body: Any = None  # parsed JSON, or None
     bad_json: bool = False
-    drop_after_chunks: int | None = None  # "midstream_error": content chunks to send before dropping
+    stream_fault: _Fault | None = None  # a fault in _STREAM_FAULTS, for the chat handler's stream
 
 
 _INCOMING: ContextVar[_Incoming] = ContextVar("fake_openai_incoming")
@@ -126,6 +152,29 @@ def _now() -> int:
 
 def _json(data: Json, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(data, status=status, headers={"x-request-id": _new_id("req_"), **(headers or {})})
+
+
+def masked_key(key: str) -> str:
+    """The key as OpenAI's 401 message shows it: its first 8 and last 4 characters, or whole when short."""
+    if len(key) <= 12:
+        return key
+    return key[:8] + "*" * (len(key) - 12) + key[-4:]
+
+
+def _rate_limit_headers(reset: float) -> dict[str, str]:
+    """The x-ratelimit-* headers OpenAI sends with a 429 (requests used up, tokens to spare)."""
+    return {
+        "x-ratelimit-limit-requests": "3",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": f"{reset:g}s",
+        "x-ratelimit-limit-tokens": "200000",
+        "x-ratelimit-remaining-tokens": "199950",
+        "x-ratelimit-reset-tokens": "15ms",
+    }
+
+
+def _sse(data: Json) -> bytes:
+    return f"data: {json.dumps(data)}\n\n".encode()
 
 
 def _words(text: str) -> int:
@@ -205,8 +254,11 @@ def _limit(request: web.Request, default: int) -> int:
 class FakeOpenAI(LoopbackServer):
     """Async context manager serving the fake OpenAI API on 127.0.0.1 (a free port)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, api_keys: Iterable[str] | None = None, models: Iterable[str] | None = None) -> None:
         self.base_url = ""
+        self.api_keys = None if api_keys is None else set(api_keys)  # the keys accepted (None: any bearer key)
+        # the models served, fine-tuned ones added as jobs succeed (None: any name; GET /models lists MODEL_IDS)
+        self.models = None if models is None else set(models)
         self.requests: list[Json] = []
         self.default_answer = "This is a fake answer."
         self.chunk_chars = 8
@@ -229,6 +281,7 @@ class FakeOpenAI(LoopbackServer):
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         routes = app.router
         routes.add_get("/v1/models", self._models)
+        routes.add_get("/v1/models/{model:.+}", self._model)
         routes.add_post("/v1/chat/completions", self._chat)
         routes.add_post("/v1/embeddings", self._embeddings)
         routes.add_post("/v1/moderations", self._moderation)
@@ -270,10 +323,14 @@ class FakeOpenAI(LoopbackServer):
     def fail_next(self, path_suffix: str, kind: FaultKind, times: int = 1, **kw: Any) -> None:
         """Fault the next `times` requests whose path ends with `path_suffix`.
 
-        kind: "rate_limit" (429; kw retry_after, default 1 s), "insufficient_quota" (429),
-        "server_error" (500), "slow" (kw seconds, then a normal answer), "context_length" (400),
-        "midstream_error" (streaming chat only, waits for one: kw after_chunks content chunks,
-        default 1, then the connection is dropped).
+        kind: "rate_limit" (429 with x-ratelimit-* headers; kw retry_after, default 1 s, or None
+        for no Retry-After header), "insufficient_quota" (429), "server_error" (500), "slow" (kw
+        seconds, then a normal answer), "context_length" (400).
+        Streaming chat only (they wait for a streaming request), after kw after_chunks content
+        chunks (default 1): "midstream_error" drops the connection; "stream_error" sends OpenAI's
+        `data: {"error": ...}` event and ends the stream; "stream_cut" ends the stream cleanly
+        with no finish chunk and no [DONE]. "no_done": the stream ends cleanly right after the
+        finish chunk, without the usage chunk and [DONE].
         """
         if kind not in _FAULT_OPTIONS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(_FAULT_OPTIONS)}")
@@ -312,13 +369,7 @@ class FakeOpenAI(LoopbackServer):
             }
         )
         try:
-            if not _BEARER.fullmatch(request.headers.get("Authorization", "")):
-                raise ApiError(
-                    401,
-                    "You didn't provide an API key. You need to provide your API key in an Authorization header "
-                    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-                    code="invalid_api_key",
-                )
+            self._authorise(request.headers.get("Authorization", ""))
             if request.match_info.http_exception is not None:
                 raise ApiError(404, f"Invalid URL ({request.method} {request.path})")
             fault = self._take_fault(request.path, incoming.body)
@@ -328,10 +379,34 @@ class FakeOpenAI(LoopbackServer):
         except ApiError as error:
             return error.response()
 
+    def _authorise(self, header: str) -> None:
+        """401 in OpenAI's words without a bearer key, or with one that is not in `api_keys`."""
+        if not _BEARER.fullmatch(header):
+            raise ApiError(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an Authorization header "
+                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                code="invalid_api_key",
+            )
+        key = header.removeprefix("Bearer ")
+        if self.api_keys is not None and key not in self.api_keys:
+            raise ApiError(
+                401,
+                f"Incorrect API key provided: {masked_key(key)}. "
+                "You can find your API key at https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            )
+
+    def _check_model(self, model: str) -> None:
+        """404 `model_not_found` for a model the server does not serve (when `models` is set)."""
+        if self.models is not None and model not in self.models:
+            message = f"The model `{model}` does not exist or you do not have access to it."
+            raise ApiError(404, message, code="model_not_found")
+
     def _take_fault(self, path: str, body: Any) -> _Fault | None:
         streaming_chat = path.endswith("/chat/completions") and isinstance(body, dict) and body.get("stream") is True
         for fault in self._faults:
-            if path.endswith(fault.path_suffix) and (fault.kind != "midstream_error" or streaming_chat):
+            if path.endswith(fault.path_suffix) and (fault.kind not in _STREAM_FAULTS or streaming_chat):
                 fault.times -= 1
                 if fault.times == 0:
                     self._faults.remove(fault)
@@ -339,16 +414,20 @@ class FakeOpenAI(LoopbackServer):
         return None
 
     async def _apply_fault(self, fault: _Fault, incoming: _Incoming) -> None:
-        """Raise the fault's error, sleep for "slow", or mark the request for "midstream_error"."""
+        """Raise the fault's error, sleep for "slow", or mark the request for a stream fault."""
         if fault.kind == "rate_limit":
-            retry_after = float(fault.options.get("retry_after", 1))
+            retry_after = fault.options.get("retry_after", 1)
+            reset = 1.0 if retry_after is None else float(retry_after)
+            headers = _rate_limit_headers(reset)
+            if retry_after is not None:
+                headers |= {"Retry-After": str(math.ceil(reset)), "retry-after-ms": str(round(reset * 1000))}
             raise ApiError(
                 429,
                 "Rate limit reached for requests per min (RPM): Limit 3, Used 3, Requested 1. "
-                f"Please try again in {retry_after:g}s.",
+                f"Please try again in {reset:g}s.",
                 type="requests",
                 code="rate_limit_exceeded",
-                headers={"Retry-After": str(math.ceil(retry_after)), "retry-after-ms": str(round(retry_after * 1000))},
+                headers=headers,
             )
         if fault.kind == "insufficient_quota":
             raise ApiError(
@@ -371,8 +450,8 @@ class FakeOpenAI(LoopbackServer):
             )
         if fault.kind == "slow":
             await asyncio.sleep(float(fault.options["seconds"]))
-        else:  # midstream_error: the chat handler drops the connection part-way
-            incoming.drop_after_chunks = int(fault.options.get("after_chunks", 1))
+        else:  # a stream fault: the chat handler's stream acts on it
+            incoming.stream_fault = fault
 
     @staticmethod
     def _body() -> Json:
@@ -394,6 +473,7 @@ class FakeOpenAI(LoopbackServer):
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = self._body()
         model = self._required_str(body, "model")
+        self._check_model(model)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ApiError(400, f"{messages!r} is too short - 'messages'", param="messages")
@@ -452,10 +532,13 @@ class FakeOpenAI(LoopbackServer):
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
         events += [chunk({"content": answer[i : i + size]}) for i in range(0, len(answer), size)]
         events.append(chunk({}, finish))
+        finished = len(events)  # the events up to and including the finish chunk
         if usage is not None:
             events.append({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
-        drop_after = _INCOMING.get().drop_after_chunks
-        drop_at = None if drop_after is None else 1 + drop_after
+        fault = _INCOMING.get().stream_fault
+        stop_at = None
+        if fault is not None:
+            stop_at = finished if fault.kind == "no_done" else 1 + int(fault.options.get("after_chunks", 1))
 
         response = web.StreamResponse(
             headers={
@@ -466,14 +549,27 @@ class FakeOpenAI(LoopbackServer):
         )
         await response.prepare(request)
         for number, event in enumerate(events):
-            if number == drop_at:
-                if request.transport is not None:
-                    request.transport.abort()
-                return response
+            if number == stop_at and fault is not None:
+                return await self._end_stream_early(request, response, fault.kind)
             if number > 0 and self.chunk_delay > 0:
                 await asyncio.sleep(self.chunk_delay)
-            await response.write(f"data: {json.dumps(event)}\n\n".encode())
+            await response.write(_sse(event))
+        if stop_at == len(events) and fault is not None:  # "no_done" without a usage chunk
+            return await self._end_stream_early(request, response, fault.kind)
         await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    async def _end_stream_early(request: web.Request, response: web.StreamResponse, kind: str) -> web.StreamResponse:
+        """"midstream_error" drops the connection; the others end the stream cleanly, without [DONE]
+        ("stream_error" after OpenAI's error event)."""
+        if kind == "midstream_error":
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        if kind == "stream_error":
+            await response.write(_sse({"error": STREAM_ERROR}))
         await response.write_eof()
         return response
 
@@ -486,10 +582,10 @@ class FakeOpenAI(LoopbackServer):
         sent = 0
         try:
             while until is None or sent < until:
-                await response.write(f"data: {json.dumps(chunk({'content': words[sent % len(words)] + ' '}))}\n\n".encode())
+                await response.write(_sse(chunk({"content": words[sent % len(words)] + " "})))
                 sent += 1
                 await asyncio.sleep(max(self.chunk_delay, 0.001))
-            await response.write(f"data: {json.dumps(chunk({}, 'length'))}\n\n".encode())
+            await response.write(_sse(chunk({}, "length")))
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
@@ -498,13 +594,25 @@ class FakeOpenAI(LoopbackServer):
 
     # ----- embeddings and moderations --------------------------------------------------------------
 
+    @staticmethod
+    def _model_object(name: str) -> Json:
+        return {"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "fake"}
+
     async def _models(self, request: web.Request) -> web.Response:
-        models = [{"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "fake"} for name in MODEL_IDS]
-        return _json({"object": "list", "data": models})
+        names = MODEL_IDS if self.models is None else sorted(self.models)
+        return _json({"object": "list", "data": [self._model_object(name) for name in names]})
+
+    async def _model(self, request: web.Request) -> web.Response:
+        """GET /models/{model}: the model, or OpenAI's 404 for one it does not serve."""
+        name = request.match_info["model"]
+        if self.models is not None and name not in self.models:
+            raise ApiError(404, f"The model '{name}' does not exist", param="model", code="model_not_found")
+        return _json(self._model_object(name))
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = self._body()
         model = self._required_str(body, "model")
+        self._check_model(model)
         inputs = _embedding_inputs(body.get("input"))
         dimensions = body.get("dimensions", self.embedding_dim)
         if not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1:
@@ -538,6 +646,7 @@ class FakeOpenAI(LoopbackServer):
         model = body.get("model") or "omni-moderation-latest"
         if not isinstance(model, str):
             raise ApiError(400, f"Invalid 'model': {model!r}.", param="model")
+        self._check_model(model)
         results = [self._moderation_result(input_types) for _ in range(count)]
         return _json({"id": _new_id("modr-"), "model": model, "results": results})
 
@@ -774,6 +883,8 @@ class FakeOpenAI(LoopbackServer):
             trained_tokens=_words(self._contents.get(data["training_file"], b"").decode(errors="replace")) * epochs,
             result_files=[results["id"]],
         )
+        if self.models is not None:
+            self.models.add(model)
         self._add_event(job, f"New fine-tuned model created: {model}")
         self._add_event(job, "The job has successfully completed")
 
