@@ -529,12 +529,20 @@ async def test_client_status_faults(
 
 @pytest.mark.asyncio
 async def test_client_retries_honour_retry_after(server: FakeOpenAI) -> None:
-    server.fail_next("/embeddings", "rate_limit", times=2, retry_after=0.05)
-    async with AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=2) as retrying:
-        started = time.monotonic()
+    """The retry goes out no sooner than the 429's Retry-After (1 s): the client's own backoff, were the
+    header ignored, would be at most 0.5 s. Measured between the attempts as they were sent."""
+    sent: list[float] = []
+
+    async def stamp(request: Any) -> None:
+        sent.append(time.monotonic())
+
+    server.fail_next("/embeddings", "rate_limit", retry_after=1)
+    http = openai.DefaultAsyncHttpx2Client(event_hooks={"request": [stamp]})
+    async with AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=1, http_client=http) as retrying:
         result = await retrying.embeddings.create(model="m", input="x", encoding_format="float")
     assert len(result.data[0].embedding) == 8
-    assert len(server.requests) == 3 and time.monotonic() - started >= 0.1
+    assert len(server.requests) == len(sent) == 2 and server.requests[0]["json"] == server.requests[1]["json"]
+    assert sent[1] - sent[0] >= 1.0
 
 
 @pytest.mark.asyncio
