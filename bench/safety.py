@@ -75,7 +75,7 @@ def ordinary_questions() -> dict[str, list[str]]:
         sets["counsel-chat questions"] = list(dict.fromkeys(texts))
     fiqa = SHARED / "retrieval" / "fiqa_mtrag_conversational" / "mtragun" / "queries_lastturn.jsonl"
     if fiqa.exists():
-        sets["FiQA questions"] = [json.loads(line)["text"] for line in fiqa.read_text().splitlines() if line.strip()]
+        sets["FiQA questions"] = [json.loads(line)["text"].removeprefix("|user|: ") for line in fiqa.read_text().splitlines() if line.strip()]
     if not sets:
         print(f"(no {SHARED}: counsel-chat and FiQA false refusals not measured)")
     return sets

@@ -1,7 +1,7 @@
-"""The learned safety detector: a linear head over the message's sentence embedding.
+"""The learned safety detector: small heads over the message's sentence embedding.
 
-The head (bot/safety/data/semantic_head.npz) is a multinomial logistic regression fitted on
-a labelled bank of messages written for this project (bot/safety/data/bank/, rebuilt by
+The heads (bot/safety/data/semantic_head.npz) are one-hidden-layer networks (crisis, harm) and a
+logistic regression (concern) fitted on a labelled bank of messages written for this project (bot/safety/data/bank/, rebuilt by
 tools/build_safety_head.py) over all-MiniLM-L6-v2 embeddings. It reads a message as a
 whole, so it catches phrasings the rules have no pattern for (slang, typos, non-native
 English, method questions in any wording); the rules still run first and alone decide when
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 DATA_DIR = Path(str(resources.files("bot.safety") / "data"))
 BANK_DIR = DATA_DIR / "bank"
 HEAD_PATH = DATA_DIR / "semantic_head.npz"
-HARM_FLAG = 0.75  # 1 - p(none) at which the head flags a harmful request
+HARM_FLAG = 0.8  # 1 - p(none) at which the head flags a harmful request
 HARM_CLEAR = 0.5  # under it, the head clears a message the harm rules flagged (homonyms: "kill a process")
 HARM_LABELS = ("violence", "illicit", "illicit/violent", "sexual", "sexual/minors", "harassment", "hate")
 # embedders whose vectors the head was trained on (the torch build gives cosine 0.9996 to the ONNX one)
@@ -100,9 +100,15 @@ def _sigmoid(value: float) -> float:
     return float(1.0 / (1.0 + np.exp(-value)))
 
 
+def _network(arrays: dict[str, np.ndarray], name: str, v: np.ndarray) -> np.ndarray:
+    """The logits of a one-hidden-layer ReLU network stored as `{name}_w1/_b1/_w2/_b2`."""
+    hidden = np.maximum(arrays[f"{name}_w1"] @ v + arrays[f"{name}_b1"], 0.0)
+    return arrays[f"{name}_w2"] @ hidden + arrays[f"{name}_b2"]
+
+
 @dataclass(frozen=True)
 class Head:
-    """The three linear heads tools/build_safety_head.py fits (see its docstring)."""
+    """The three heads tools/build_safety_head.py fits (see its docstring)."""
 
     arrays: dict[str, np.ndarray]
     embedder: str
@@ -115,9 +121,9 @@ class Head:
 
     def read(self, vector: list[float] | np.ndarray) -> SemanticReading:
         a, v = self.arrays, np.asarray(vector, dtype=np.float32)
-        crisis = _sigmoid(float(a["crisis_coef"][0] @ v + a["crisis_intercept"][0]))
+        crisis = _sigmoid(float(_network(a, "crisis", v)[0]))
         concern = _sigmoid(float(a["concern_coef"][0] @ v + a["concern_intercept"][0]))
-        logits = a["harm_coef"] @ v + a["harm_intercept"]
+        logits = _network(a, "harm", v)
         exp = np.exp(logits - logits.max())
         harm = exp / exp.sum()
         labels = [str(label) for label in a["harm_labels"]][1:]  # [0] is none
