@@ -253,8 +253,19 @@ async def test_streaming_updates_are_throttled_per_channel(make: Any, openai_fak
     edits = [call["at"] for call in harness.slack.calls if call["method"] == "chat.update"]
     assert len(edits) >= 3
     assert all(b - a >= 0.19 for a, b in zip(edits, edits[1:]))  # edits paced per channel
-    (placeholder,) = [call["at"] for call in harness.slack.calls if call["method"] == "chat.postMessage"]
-    assert edits[0] - placeholder < 0.19  # the first text replaces the placeholder without waiting
+
+
+async def test_the_first_text_replaces_the_placeholder_without_waiting(make: Any, openai_fake: FakeOpenAI) -> None:
+    """The stream lasts well under the 3-s pacing interval: a first edit that waited for the
+    interval would already carry the whole answer (counted, not timed)."""
+    openai_fake.default_answer = "Streaming words arrive one by one. " * 10
+    openai_fake.chunk_delay = 0.02
+    harness = await make(model=True, update_interval=3)
+    await harness.post(sp.app_mention("emergency fund size?"))
+    await until(harness.finals, timeout=15)
+    edits = [call for call in harness.slack.calls if call["method"] == "chat.update"]
+    assert len(edits) >= 2  # the first text at once, then (3 s later) the final
+    assert edits[0]["args"]["text"] != edits[-1]["args"]["text"]
 
 
 async def test_a_45000_character_answer_is_split_within_limits(make: Any, openai_fake: FakeOpenAI, setenv: Any) -> None:
