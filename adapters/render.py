@@ -104,5 +104,5 @@ def split_message(text: str, limit: int) -> list[str]:
     return parts
 
 # Notices users see above the answer (others, such as admin alerts, are not for them).
-SHOWN_NOTICES = frozenset({"trimmed", "search_unavailable"})
+SHOWN_NOTICES = frozenset({"trimmed", "search_unavailable", "fallback"})
 

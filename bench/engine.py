@@ -1,10 +1,11 @@
 """Engine benchmark: overhead over the model's own streaming time, and 500 concurrent conversations.
 
-    python bench/engine.py [--answers 40] [--concurrent 500]
+    python bench/engine.py [--answers 40] [--concurrent 500] [--local-answers 20]
 
 The fake OpenAI server (tests/harness) streams a fixed answer at a fixed rate. The
 baseline is the same stream read straight with the openai client, in the same run;
-the engine's overhead is its message-in to final-event time minus that baseline.
+the engine's overhead is its message-in to final-event time minus that baseline. The last
+section runs the real local model instead (bench/local_model.py), when the `local` extra is installed.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ async def main() -> None:
     parser.add_argument("--answers", type=int, default=40)
     parser.add_argument("--chunk-delay", type=float, default=0.02)
     parser.add_argument("--concurrent", type=int, default=500)
+    parser.add_argument("--local-answers", type=int, default=20, help="the local model's section (0: skip it)")
     args = parser.parse_args()
     os.environ.update(ADVISOR_LIMITS_USER_PER_MINUTE="100000", ADVISOR_LIMITS_CONVERSATION_PER_MINUTE="100000")
     settings = load_settings(None)
@@ -163,6 +165,10 @@ async def main() -> None:
                   f"in flight; RSS {rss_before:.0f} -> {rss_after:.0f} MB")
             await engine.memory.close()
         await store.close()
+    if args.local_answers:
+        from local_model import run as local_model_section  # bench/local_model.py, beside this file
+
+        await local_model_section(args.local_answers)
 
 
 if __name__ == "__main__":

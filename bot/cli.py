@@ -277,10 +277,24 @@ async def cmd_chat(settings: Settings) -> int:
     return 0
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """The demo answers with the bundled local model when it is installed and nothing else is set
+    (no OpenAI key or URL, ADVISOR_LOCAL_MODEL unset); else as configured (off: the offline mode)."""
+    from bot.llm.local_model import DEFAULT, bundled_installed
+
+    if settings.openai.configured or settings.local.model is not None or not bundled_installed():
+        return settings
+    return settings.model_copy(update={"local": settings.local.model_copy(update={"model": DEFAULT})})
+
+
 async def cmd_demo(settings: Settings) -> int:
     from retrieval.loaders import FieldMapping
 
     await cmd_ingest(settings, [sample_kb()], full=False, mapping=FieldMapping(), quiet=True)
+    settings = demo_settings(settings)
+    if settings.local.enabled:
+        print(f"Answering with the local model ({settings.local.model}, llama.cpp); it starts in a few seconds. "
+              "ADVISOR_LOCAL_MODEL=off for the offline mode.", file=sys.stderr)
     print(f"Sample knowledge base ready. Try: {' / '.join(DEMO_QUESTIONS)}", file=sys.stderr)
     return await cmd_chat(settings)
 
@@ -332,7 +346,7 @@ async def cmd_ask(settings: Settings, question: str, as_json: bool) -> int:
             from adapters.console import format_sources
 
             print("\nSources:\n" + format_sources(final.citations))
-    return 0 if final.mode in {"model", "offline", "crisis"} else 1
+    return 0 if final.mode in {"model", "offline", "fallback", "crisis"} else 1
 
 
 async def cmd_run_web(settings: Settings, port: int | None, reuse_port: bool) -> int:
@@ -547,6 +561,16 @@ def model_server_failure(settings: Settings, timeout: float = 5.0) -> str | None
     return None
 
 
+def local_model_status(settings: Settings) -> str:
+    from bot.llm.local_model import LocalModelError, resolve
+
+    try:
+        local = resolve(settings.local)
+    except LocalModelError as exc:
+        return f"not ready: {exc}"
+    return f"local: llama-server {local.binary} with {local.model} (started by advisor on a loopback port)"
+
+
 def cmd_config_check(settings: Settings) -> int:
     for group, rows in settings.masked().items():
         print(f"[{group}]")
@@ -556,6 +580,8 @@ def cmd_config_check(settings: Settings) -> int:
     for name, gaps in settings.platform_gaps().items():
         if gaps:
             print(f"  {name}: not configured (needs {'; '.join(gaps)})")
+        elif name == "language model" and settings.local.enabled:
+            print(f"  {name}: {local_model_status(settings)}")
         elif name == "language model":
             failure = model_server_failure(settings)
             print(f"  {name}: " + ("ready (it answered GET /models)" if failure is None else f"not answering: {failure}"))
@@ -655,6 +681,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
+    from bot.llm.local_model import LocalModelError
+    from bot.llm.local_server import LocalServerError
     from bot.ports import StateUnavailable
     from retrieval.embedders import EmbedderError
     from retrieval.evaluate import EvalInputError
@@ -665,7 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, EvalInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (StoreError, EmbedderError, StateUnavailable) as exc:  # Qdrant, the embedder or Redis down: one line
+    except (StoreError, EmbedderError, StateUnavailable, LocalModelError, LocalServerError) as exc:  # one line each
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -151,7 +151,7 @@ class Final:
 
     text: str
     citations: tuple[Citation, ...]
-    mode: Literal["model", "offline", "limited", "rejected", "error", "crisis"]
+    mode: Literal["model", "offline", "fallback", "limited", "rejected", "error", "crisis"]  # fallback: see step vet
     usage: Usage = Usage()
     cost_usd: float | None = None
     notices: tuple[Notice, ...] = ()

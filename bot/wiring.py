@@ -99,7 +99,9 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None, 
     stack = stack or await build_retrieval(settings)
     model = None
     moderation_client = None
-    if settings.openai.configured:
+    if settings.local.enabled:  # no moderation client: llama-server has no /moderations, the offline rules decide
+        model = await start_local_model(settings)
+    elif settings.openai.configured:
         import openai
 
         key = settings.openai.api_key.get_secret_value() if settings.openai.api_key else None
@@ -125,6 +127,19 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None, 
         shared=shared,
         detector=build_detector(settings, stack) if settings.safety.semantic else None,
     )
+
+
+async def start_local_model(settings: Settings) -> Any:
+    """advisor's own llama-server (ADVISOR_LOCAL_MODEL), started and supervised, behind the same OpenAI
+    client as any other server. It stops when advisor exits (bot/llm/local_server.py)."""
+    from bot.llm.local_model import SERVER_ENV, resolve
+    from bot.llm.local_server import LocalServer
+    from bot.llm.openai_model import build_chat_model
+
+    local = resolve(settings.local)
+    command = local.command(settings.local.context_tokens, settings.local.threads)
+    server = await LocalServer(command, settings.data_dir / "llama-server.log", env=SERVER_ENV).start()
+    return build_chat_model(None, server.base_url, local.alias, settings.openai.timeout_seconds, "strict")
 
 
 def build_detector(settings: Settings, stack: RetrievalStack) -> Any:

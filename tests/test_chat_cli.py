@@ -92,6 +92,7 @@ def test_model_down_gives_a_short_message_and_exit_code(
 
 
 def test_demo_indexes_the_sample_kb_and_chats(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ADVISOR_LOCAL_MODEL", "off")  # the offline mode; the local model's demo: tests/test_local_model.py
     monkeypatch.setattr("sys.stdin", io.StringIO("How big should my emergency fund be?\n"))
     assert main(["demo"]) == 0
     out = capsys.readouterr().out

@@ -40,6 +40,7 @@ class Answer:
     draft_ms: float = 0.0
     parts: list[str] = field(default_factory=list)  # the answer as it was streamed
     truncated: str | None = None  # why the answer was cut short: length, deadline, incomplete, error
+    fallback: str | None = None  # why step vet replaced the model's answer with the extractive one
     started: float = field(default_factory=time.monotonic)
     done: bool = False
 

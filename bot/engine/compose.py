@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from bot.engine import prompts
 from bot.engine.answer import Answer
 from bot.engine.replies import NOT_IN_KNOWLEDGE_BASE, model_failed
+from bot.engine.small_prompt import small_model_messages
 from bot.models import Exemplar, ReplyEvent, TextDelta
 from bot.ports import ModelError
 from bot.safety.crisis import CONCERN_INSTRUCTION
@@ -53,7 +54,10 @@ def with_care(messages: list[dict[str, str]], categories: tuple[str, ...], conce
 def answer_prompt(engine: Engine, answer: Answer) -> list[dict[str, str]]:
     """The messages that ask for the answer, from what the earlier steps found."""
     persona = engine.settings.core.persona
-    messages = prompts.build_messages(persona, answer.history, answer.hits, answer.text, answer.examples)
+    if engine.settings.local.enabled:  # a small model follows a short prompt better (step vet checks it did)
+        messages = small_model_messages(persona, answer.history, answer.hits, answer.text)
+    else:
+        messages = prompts.build_messages(persona, answer.history, answer.hits, answer.text, answer.examples)
     return with_care(messages, answer.care, answer.concern)
 
 

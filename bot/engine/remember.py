@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from bot.engine import prompts
 from bot.engine.answer import Answer
@@ -39,7 +39,7 @@ def with_care_note(engine: Engine, answer: Answer, text: str) -> tuple[str, list
 
 async def remember(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
     answer.done = True
-    if engine.model is None:
+    if engine.model is None or answer.fallback is not None:
         async for event in remember_offline(engine, answer):
             yield event
         return
@@ -72,13 +72,17 @@ async def remember(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
 
 
 async def remember_offline(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
-    """An offline answer cites every passage it quoted (never a suspicious one), numbered as quoted."""
+    """An offline answer cites every passage it quoted (never a suspicious one), numbered as quoted.
+    So does the extractive answer that replaced a local model's (mode "fallback", step vet)."""
     text, care = with_care_note(engine, answer, "".join(answer.parts))
     for event in care:
         yield event
     citations = prompts.quoted_citations(answer.hits)
     if citations:
         yield Citations(citations)
-    meta = {"mode": "offline", "query": answer.query, "sources": [asdict(c) for c in citations]}
+    mode: Literal["offline", "fallback"] = "offline" if answer.fallback is None else "fallback"
+    meta: dict[str, Any] = {"mode": mode, "query": answer.query, "sources": [asdict(c) for c in citations]}
+    if answer.fallback is not None:
+        meta["fallback"] = answer.fallback
     turn = await engine.memory.add(answer.key, "assistant", text, meta)
-    yield Final(text, citations, "offline", answer.total_usage, None, tuple(answer.notices), turn.id)
+    yield Final(text, citations, mode, answer.total_usage, None, tuple(answer.notices), turn.id)

@@ -11,5 +11,6 @@ from bot.engine.remember import remember
 from bot.engine.search import search
 from bot.engine.sense import sense
 from bot.engine.speak import speak
+from bot.engine.vet import vet
 
-STEPS: tuple[Step, ...] = (sense, guard, recall, search, compose, speak, remember)
+STEPS: tuple[Step, ...] = (sense, guard, recall, search, compose, speak, vet, remember)

@@ -57,6 +57,7 @@ _BY_CODE: dict[str, tuple[str, str]] = {
     "invalid_api_key": ("auth", "the model provider refused the API key (invalid_api_key)"),
     "model_not_found": ("model_not_found", "the model server has no such model, or the key may not use it"),
     "context_length_exceeded": ("context_length", "the conversation is too long for the model"),
+    "exceed_context_size_error": ("context_length", "the conversation is too long for the model"),  # llama.cpp's type
     "rate_limit_exceeded": ("rate_limited", "the model provider is rate limiting us"),
 }
 # What an admin must do about an error no retry can fix.
@@ -68,8 +69,9 @@ _FATAL = {
 
 
 def _by_code(exc: Exception) -> ModelError | None:
-    code = getattr(exc, "code", None) or getattr(exc, "type", None)
-    if code not in _BY_CODE:
+    # llama.cpp puts the HTTP status in `code` and the name in `type`: {"code": 400, "type": "exceed_context_size_error"}
+    code = next((c for c in (getattr(exc, "code", None), getattr(exc, "type", None)) if c in _BY_CODE), None)
+    if code is None:
         return None
     kind, message = _BY_CODE[code]
     return ModelError(kind, message, _retry_after(exc) if kind == "rate_limited" else None)

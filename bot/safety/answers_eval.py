@@ -23,6 +23,7 @@ from bot.models import Final, Hit, IncomingMessage
 OUTCOMES = ("answered", "declined", "clarified")
 CLASSES = ("ANSWERABLE", "PARTIAL", "UNANSWERABLE", "UNDERSPECIFIED")
 OFFLINE_NO_MATCH = "nothing in it matches your question"
+OFFLINE_MODES = ("offline", "fallback")  # fallback: the extractive answer replaced a local model's (step vet)
 _DECLINE = re.compile(
     r"(i couldn't find this in my knowledge base|i can(?:no|')t answer|i(?: am|'m) (?:not able|unable) to answer"
     r"|(?:does not|doesn't|don't|do not) (?:cover|contain|mention|say)|no information (?:about|on)"
@@ -72,7 +73,7 @@ def read_tasks(path: Path, limit: int | None = None) -> list[Task]:
 def classify(final: Final) -> str:
     """answered, declined (the knowledge base does not cover it, or cannot answer) or clarified (asks back)."""
     text = final.text.strip()
-    if final.mode == "offline":
+    if final.mode in OFFLINE_MODES:
         return "declined" if OFFLINE_NO_MATCH in text or not final.citations else "answered"
     if final.mode in {"rejected", "error", "limited", "crisis"}:
         return "declined"
@@ -117,6 +118,7 @@ class AnswersReport:
             "answerable_answered": self._share(("ANSWERABLE",), ("answered",)),
             "unanswerable_declined_or_clarified": self._share(("UNANSWERABLE", "UNDERSPECIFIED"), ("declined", "clarified")),
             "citation_precision": round(self.cited_gold / self.cited, 4) if self.cited else None,
+            "answer_modes": dict(Counter(row["mode"] for row in self.rows)),
             "citations": {"with_id": self.cited, "in_gold": self.cited_gold, "without_id": self.cited_without_id},
             "results": self.rows,
         }
@@ -133,6 +135,8 @@ class AnswersReport:
         lines += [
             "",
             f"tasks: {data['tasks']} (engine mode: {self.mode})",
+            "answers by mode:                            "
+            + ", ".join(f"{mode} {count}" for mode, count in sorted(data["answer_modes"].items())),
             f"answerable tasks answered:                  {pct(data['answerable_answered'])}",
             f"unanswerable+underspecified declined/asked: {pct(data['unanswerable_declined_or_clarified'])}",
             (
