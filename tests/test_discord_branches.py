@@ -458,11 +458,6 @@ async def test_a_takeover_after_the_question_was_deleted_gives_it_up_and_posts_n
     assert len([c for c in discord_fake.calls if c["method"] in ("POST", "PATCH", "DELETE")]) == writes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DiscordAdapter._resume fetches the question and the parts already posted in one try: a part that "
-    "is gone (404) gives the whole answer up, so a question still there is never answered",
-)
 async def test_a_takeover_after_the_half_shown_answer_was_deleted_answers_anew(
     stack: Stack,
     discord_fake: FakeDiscord,

@@ -170,7 +170,7 @@ async def test_a_reindex_running_in_another_process_is_refused_until_it_ends(
 
     door = await make(admin=admin)
     assert await theirs.reindex_lock.acquire()  # the other process's reindex
-    assert await command(door, "reindex") == ["A reindex is already running; I'll post here when it's done."]
+    assert await command(door, "reindex") == ["A reindex is already running; try again when it's done."]
     await theirs.reindex_lock.release()
     replies = await command(door, "reindex", until_starts=("Reindex finished",))
     assert "3 files: 3 indexed" in replies[-1] and not await door.adapter.admin.reindex_running()

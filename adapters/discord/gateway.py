@@ -8,6 +8,7 @@ once, whatever resumes and reconnects replay. Nothing the model writes can ping 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -291,18 +292,37 @@ class DiscordAdapter:
             if done and self.journal is not None:
                 await self.journal.finish(key)
     async def _resume(self, key: str, work: dict[str, Any]) -> None:
-        """Finish an answer a dead process started: fetch the question and the parts already posted."""
+        """Finish an answer a dead process started: fetch the question and the parts already posted.
+        Only a question or channel that is gone gives the answer up; a deleted part is answered anew."""
         try:
             channel_id = int(work["channel_id"])
             channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
             message = await channel.fetch_message(int(work["message_id"]))  # type: ignore[union-attr]
-            posted = [await channel.fetch_message(int(i)) for i in work.get("posted", [])]  # type: ignore[union-attr]
         except (discord.HTTPException, KeyError, ValueError, AttributeError) as exc:
             log.error("cannot finish answer %s (the message or channel is gone): %s", key, exc)
             if self.journal is not None:
                 await self.journal.finish(key)
             return
+        posted = await self._parts_still_there(channel, work.get("posted", []))
         await self._work(key, work, message, IncomingMessage(**work["incoming"]), posted)
+
+    @staticmethod
+    async def _parts_still_there(channel: Any, ids: list[str]) -> list[discord.Message]:
+        """The parts of a half-shown answer that can still be edited; from the first one gone, none
+        (the answer then starts again as a new reply; a later part is deleted so nothing shows twice)."""
+        parts: list[discord.Message] = []
+        for number, part_id in enumerate(ids):
+            try:
+                parts.append(await channel.fetch_message(int(part_id)))
+            except (discord.NotFound, discord.Forbidden, ValueError):
+                for later in ids[number + 1 :]:
+                    with contextlib.suppress(discord.HTTPException, ValueError):
+                        await channel.get_partial_message(int(later)).delete()
+                for part in parts:
+                    with contextlib.suppress(discord.HTTPException):
+                        await part.delete()
+                return []
+        return parts
 
     async def recover(self, interval: float | None = None) -> None:
         """Keep this process's journal leases alive and finish answers whose process died, forever

@@ -543,7 +543,8 @@ class DiscordInteractions:
     async def rest(
         self, method: str, path: str, body: Json, what: str, headers: dict[str, str] | None = None
     ) -> Any:
-        """One REST call (its JSON, or None); a 429 waits its retry_after (up to RETRIES times, MAX_RETRY_WAIT each)."""
+        """One REST call (its JSON, or None); a 429 waits its retry_after (up to RETRIES times, MAX_RETRY_WAIT
+        each), and the last one is a WebhookError like any other status."""
         for attempt in range(RETRIES + 1):
             try:
                 url = f"{self.api_base}{path}"
@@ -559,7 +560,6 @@ class DiscordInteractions:
                     return _json_or_none(await response.text())
             except (aiohttp.ClientError, TimeoutError) as exc:  # their text may hold the URL: name the type only
                 raise WebhookError(f"{what}: {type(exc).__name__}") from None
-        raise WebhookError(f"{what}: still rate-limited")
 
     # -- lifecycle --------------------------------------------------------------
 

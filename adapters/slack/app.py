@@ -439,7 +439,7 @@ class SlackAdapter:
             await reply("Sorry, only workspace admins can reindex the knowledge base.")
             return
         if await self.admin.reindex_running():
-            await reply("A reindex is already running; I'll post here when it's done.")
+            await reply("A reindex is already running; try again when it's done.")
             return
         try:
             self.admin.resolve(path)
