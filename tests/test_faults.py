@@ -263,7 +263,7 @@ async def test_discord_messages_across_two_resumes_are_answered_exactly_once(
     sends = fake.calls_to("POST", f"/channels/{dp.CHANNEL_ID}/messages") + fake.calls_to(
         "POST", f"/channels/{dp.DM_CHANNEL_ID}/messages"
     )
-    assert len(sends) == len(messages)
+    assert len([s for s in sends if s["status"] < 300]) == len(messages)  # a send the strict fake 429'd is retried
     assert sum(reason.startswith("duplicate delivery") for reason in adapter.ignored) >= len(again)
 
 
