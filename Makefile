@@ -42,4 +42,5 @@ bench: $(STAMP) redis-server
 	$(VENV)/bin/python bench/retrieval.py
 	$(VENV)/bin/python bench/engine.py
 	$(VENV)/bin/python bench/capacity.py
+	$(VENV)/bin/python bench/chaos.py
 	$(VENV)/bin/python bench/safety.py

@@ -13,7 +13,10 @@ and shares it out:
   the answer's share allows: `min_interval` while the window is less than half used, and
   `window * answers / limit` seconds apart once it is busier, so each answer edits less often
   the more answers share the workspace;
-* `hold(key, seconds)` stops every edit for the workspace for a while (the platform's Retry-After).
+* `hold(key, seconds)` stops every edit for the workspace for a while (the platform's Retry-After);
+* `paced.sent()` after an edit is answered counts its slot from then: the platform counts an edit
+  when it arrives, and when many go out at once the last arrive a second or more after their slots
+  were taken, so a window counted from the takes frees early and the next burst is refused.
 
 Keyed by any string (a Slack team id, a Discord guild id). One pacer sees one process; several
 processes against one workspace each need a smaller `limit`.
@@ -25,11 +28,14 @@ processes against one workspace each need a smaller `limit`.
                 await edit(text)
         await paced.final()
         await edit(final_text)
+        paced.sent()
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import math
 import time
 from collections import deque
@@ -149,6 +155,16 @@ class PacedAnswer:
         finally:
             budget.finals_waiting -= 1
         self._release()
+
+    def sent(self) -> None:
+        """The edit this answer last took a slot for was answered: its slot counts from now."""
+        if self._last is None:
+            return
+        sent = self._budget.sent
+        with contextlib.suppress(ValueError):  # already out of the window: it counts again from now
+            sent.remove(self._last)
+        self._last = self._pacer._clock()
+        bisect.insort(sent, self._last)
 
     def _spacing(self) -> float:
         """Seconds until `min_interval` has passed since this answer's last edit."""

@@ -8,6 +8,7 @@ post: the adapter has to get the answer out itself. So:
   workspace's edits for its Retry-After, and a placeholder that is gone (deleted) gets no more edits;
 * the final edit failing (429 past the client's retries, 5xx, `message_not_found`, `msg_too_long`...)
   posts the final as a new message in the same place and removes the stale placeholder;
+* a post that gets a 5xx is tried once more, a second later;
 * a post Slack refuses for its content (`msg_too_long`, `invalid_blocks`) goes again as plain text
   in smaller parts.
 
@@ -36,6 +37,7 @@ PLACEHOLDER = "_Thinking…_"
 CONTENT_ERRORS = frozenset({"msg_too_long", "invalid_blocks", "invalid_blocks_format"})
 GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 PLAIN_LIMIT = 1500  # characters a part when a message's content was refused
+SERVER_ERROR_PAUSE = 1.0  # seconds before a post that got a 5xx is tried again
 
 Message = tuple[str, list[dict[str, Any]] | None]  # (text, blocks)
 
@@ -115,6 +117,7 @@ class AnswerWriter:
             return
         try:
             await self.preview_client.chat_update(channel=self.channel, ts=self.ts, text=preview(text))
+            self.paced.sent()
         except SlackApiError as exc:
             code = self._failed("chat.update", exc)
             if code == "ratelimited":
@@ -139,6 +142,7 @@ class AnswerWriter:
             await self.paced.final()
             try:
                 await self.client.chat_update(channel=self.channel, ts=self.ts, text=text, **_blocks(blocks))
+                self.paced.sent()
                 return True
             except SlackApiError as exc:
                 stale = None if self._failed("chat.update", exc) in GONE else self.ts
@@ -151,12 +155,20 @@ class AnswerWriter:
         return True
 
     async def _post(self, text: str, blocks: list[dict[str, Any]] | None) -> bool:
-        await self.posts.wait(self.channel)
-        try:
-            await self.client.chat_postMessage(**self._where(), text=text, **_blocks(blocks))
-            return True
-        except SlackApiError as exc:
-            code = self._failed("chat.postMessage", exc)
+        """A new message; content Slack refuses goes again as plain text. A 5xx is tried once more, a
+        second later: Slack calls them transient, and a final failing here has no other way out (a
+        500 whose post went through anyway shows twice; rarer, and better than none)."""
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(SERVER_ERROR_PAUSE)
+            await self.posts.wait(self.channel)
+            try:
+                await self.client.chat_postMessage(**self._where(), text=text, **_blocks(blocks))
+                return True
+            except SlackApiError as exc:
+                code = self._failed("chat.postMessage", exc)
+                if exc.response.status_code < 500:
+                    break
         return code in CONTENT_ERRORS and await self._post_plain(text)
 
     async def _post_plain(self, text: str) -> bool:
