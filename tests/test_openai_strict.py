@@ -119,7 +119,8 @@ async def test_a_refused_key_is_one_clear_error_for_the_operator_and_a_polite_re
         "an admin must set a valid OPENAI_API_KEY"
     ]
     assert SHORT_BAD_KEY not in caplog.text and "Incorrect API key" not in caplog.text  # nor the provider's words
-    assert "Traceback" not in caplog.text and not any(r.exc_info for r in caplog.records)
+    ours = [r for r in caplog.records if r.name.startswith(("bot.", "adapters.", "openai"))]  # not another
+    assert not any(r.exc_info for r in ours)  # test's client garbage-collected on its closed loop (asyncio's log)
     assert [role for role, _, _ in await turns(subject)] == ["user"]
 
 
