@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 import openai  # noqa: E402
 
 from bot.engine.pipeline import Engine  # noqa: E402
-from bot.llm.local_model import SERVER_ENV, LocalModelError, resolve  # noqa: E402
+from bot.llm.local_model import ANSWER_TOKENS, SERVER_ENV, Capped, LocalModelError, resolve  # noqa: E402
 from bot.llm.local_server import LocalServer  # noqa: E402
 from bot.llm.openai_model import OpenAIChatModel  # noqa: E402
 from bot.models import Final, IncomingMessage, TextDelta, Usage  # noqa: E402
@@ -132,10 +132,10 @@ async def measure(server: LocalServer, alias: str, answers: int, sizes: dict[str
     store = EdgeStore.open(tmp / "index", "kb", embedder.dim)
     await Ingestor(store, embedder, Bm25Encoder()).run([ROOT / "retrieval" / "sample_kb"])
     client = openai.AsyncOpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
-    model = Recording(OpenAIChatModel(client, alias, timeout=120, layout="strict"))
+    model = Recording(Capped(OpenAIChatModel(client, alias, timeout=120, layout="strict")))  # as bot/wiring.py builds it
     engine = Engine(settings, HybridRetriever(store, embedder, Bm25Encoder(), settings.retrieval),
                     SqliteMemory(tmp / "memory.sqlite3"), model)
-    max_tokens = settings.core.answer_max_tokens
+    max_tokens = ANSWER_TOKENS  # what the engine's capped calls ask for
     prompts = {}
     for question in QUESTIONS:  # warm up, and the exact prompt of each question
         await through_engine(engine, question, f"warm-{question}")
@@ -145,11 +145,12 @@ async def measure(server: LocalServer, alias: str, answers: int, sizes: dict[str
     ttft = [first for first, _, _ in cold]
     decode = [(u.completion_tokens - 1) / (total - first) for first, total, u in cold if u.completion_tokens > 1]
     prefill = [u.prompt_tokens / first for first, _, u in cold if first > 0]
-    bare, through, engine_first, modes = [], [], [], []
+    bare, bare_first, through, engine_first, modes = [], [], [], [], []
     for n in range(answers):  # interleaved, so drift hits both alike
         question = QUESTIONS[n % 3]
-        _, total, _ = await bare_stream(client, alias, prompts[question], max_tokens, cache=True)
+        first, total, _ = await bare_stream(client, alias, prompts[question], max_tokens, cache=True)
         bare.append(total)
+        bare_first.append(first)
         first, whole, final = await through_engine(engine, question, f"run-{n}")
         through.append(whole)
         engine_first.append(first)
@@ -164,12 +165,16 @@ async def measure(server: LocalServer, alias: str, answers: int, sizes: dict[str
     print(f"{'time to first token, cold prompt (ms)':<44}{percentile(ttft, 50) * 1000:>10.0f}{percentile(ttft, 95) * 1000:>10.0f}")
     print(f"{'prompt evaluation (tokens/s)':<44}{percentile(prefill, 50):>10.0f}{percentile(prefill, 5):>10.0f}  (p5)")
     print(f"{'generation (tokens/s)':<44}{percentile(decode, 50):>10.1f}{percentile(decode, 5):>10.1f}  (p5)")
-    print(f"{'bare server, same prompt, whole answer (ms)':<44}{percentile(bare, 50) * 1000:>10.0f}{percentile(bare, 95) * 1000:>10.0f}")
-    print(f"{'through the engine, whole answer (ms)':<44}{percentile(through, 50) * 1000:>10.0f}{percentile(through, 95) * 1000:>10.0f}")
-    print(f"{'through the engine, first token (ms)':<44}{percentile(engine_first, 50) * 1000:>10.0f}{percentile(engine_first, 95) * 1000:>10.0f}")
+    rows = (("bare server, first token (ms)", bare_first), ("through the engine, first token (ms)", engine_first),
+            ("bare server, whole answer (ms)", bare), ("through the engine, whole answer (ms)", through))
+    print("same prompt again (llama.cpp reuses its cached prompt), interleaved:")
+    for label, values in rows:
+        print(f"  {label:<42}{percentile(values, 50) * 1000:>10.0f}{percentile(values, 95) * 1000:>10.0f}")
+    first_overhead = [e - b for e, b in zip(engine_first, bare_first, strict=True)]
     overhead = [t - b for t, b in zip(through, bare, strict=True)]
-    print(f"engine overhead over the bare server: p50 {percentile(overhead, 50) * 1000:.0f} ms "
-          f"({percentile(overhead, 50) / percentile(through, 50):.1%} of the answer); answers by mode: "
+    print(f"engine overhead over the bare server: p50 {percentile(first_overhead, 50) * 1000:.0f} ms before the first "
+          f"token, {percentile(overhead, 50) * 1000:.0f} ms over the whole answer "
+          f"({percentile(overhead, 50) / percentile(through, 50):.1%}); answers by mode: "
           + ", ".join(f"{mode} {modes.count(mode)}" for mode in sorted(set(modes))))
     print(f"llama-server resident memory: {rss:.0f} MB (peak {peak:.0f} MB)")
     print("install size of the extra: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in sizes.items())
@@ -182,6 +187,7 @@ async def measure(server: LocalServer, alias: str, answers: int, sizes: dict[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--answers", type=int, default=20)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     asyncio.run(run(parser.parse_args().answers))
 
 

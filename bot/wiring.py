@@ -132,14 +132,14 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None, 
 async def start_local_model(settings: Settings) -> Any:
     """advisor's own llama-server (ADVISOR_LOCAL_MODEL), started and supervised, behind the same OpenAI
     client as any other server. It stops when advisor exits (bot/llm/local_server.py)."""
-    from bot.llm.local_model import SERVER_ENV, resolve
+    from bot.llm.local_model import SERVER_ENV, Capped, resolve
     from bot.llm.local_server import LocalServer
     from bot.llm.openai_model import build_chat_model
 
     local = resolve(settings.local)
     command = local.command(settings.local.context_tokens, settings.local.threads)
     server = await LocalServer(command, settings.data_dir / "llama-server.log", env=SERVER_ENV).start()
-    return build_chat_model(None, server.base_url, local.alias, settings.openai.timeout_seconds, "strict")
+    return Capped(build_chat_model(None, server.base_url, local.alias, settings.openai.timeout_seconds, "strict"))
 
 
 def build_detector(settings: Settings, stack: RetrievalStack) -> Any:

