@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FALLBACK_NOTE = "My language model couldn't give a sourced answer, so here is what my knowledge base says."
+FALLBACK_NOTE = "My language model's answer didn't cite my knowledge base, so here is the answer I give without it:"
 _DECLINE = re.compile(
     r"\b(?:i (?:do not|don't) know|i can(?:no|')t (?:answer|help)|i(?: am|'m) (?:unable|not able) to"
     r"|(?:passages?|context|text) (?:do(?:es)?n't|do(?:es)? not) (?:answer|say|mention|cover|contain))",
