@@ -6,12 +6,15 @@ could carry that line instead, for every module.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio
 
 from bot.state.redis_client import close, connect
+from bot.wiring import SharedState, build_shared
+from config.settings import load_settings
 from tests.harness.redis_server import ClientFactory, RedisServer, running_redis
 
 
@@ -34,3 +37,21 @@ async def redis_clients(redis_server: RedisServer) -> AsyncIterator[ClientFactor
     yield make
     for client in made:
         await close(client)
+
+
+@pytest.fixture
+async def shared(redis_server: RedisServer, setenv: Callable[..., None]) -> AsyncIterator[Callable[[], Any]]:
+    """Redis state for one process per call (REDIS_URL on the test's server), closed at the end."""
+    redis_server.flush()
+    setenv(REDIS_URL=redis_server.url, ADVISOR_MEMORY_WORK_LEASE_SECONDS="1", ADVISOR_SAFETY_MODERATION="false")
+    made: list[SharedState] = []
+
+    async def make() -> SharedState:
+        state = await build_shared(load_settings(None))
+        assert state is not None
+        made.append(state)
+        return state
+
+    yield make
+    for state in made:
+        await state.close()

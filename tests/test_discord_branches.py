@@ -22,7 +22,7 @@ from adapters.discord.gateway import DiscordAdapter
 from adapters.discord.interactions import DiscordInteractions
 from bot.ops import metrics
 from bot.ops.admin import Admin
-from bot.wiring import SharedState, build_shared
+from bot.wiring import SharedState
 from config.settings import Settings, load_settings
 from retrieval.embedders import OpenAIEmbedder
 from retrieval.ingest import Ingestor
@@ -32,7 +32,6 @@ from tests.harness.discord_api import FakeDiscord
 from tests.harness.discord_webhooks import FakeWebhooks, sign
 from tests.harness.loopback import free_port
 from tests.harness.openai_server import FakeOpenAI
-from tests.harness.redis_server import RedisServer
 from tests.harness.stack import Stack, openai_client, until
 
 pytest_plugins = ["conftest_redis"]
@@ -346,24 +345,6 @@ async def test_an_ingestion_failure_is_told_keeps_the_old_index_and_frees_the_ne
     again = reindex()
     await discord_fake.dispatch("INTERACTION_CREATE", again)
     assert "3 files: 3 indexed" in await last_response(discord_fake, again, SORRY_START, "Reindex finished")
-
-
-@pytest.fixture
-async def shared(redis_server: RedisServer, setenv: Callable[..., None]) -> AsyncIterator[Callable[[], Any]]:
-    """Redis state for one process per call (REDIS_URL on the test's server), closed at the end."""
-    redis_server.flush()
-    setenv(REDIS_URL=redis_server.url, ADVISOR_MEMORY_WORK_LEASE_SECONDS="1", ADVISOR_SAFETY_MODERATION="false")
-    made: list[SharedState] = []
-
-    async def make() -> SharedState:
-        state = await build_shared(load_settings(None))
-        assert state is not None
-        made.append(state)
-        return state
-
-    yield make
-    for state in made:
-        await state.close()
 
 
 async def test_a_reindex_running_in_another_process_is_refused_until_it_ends(

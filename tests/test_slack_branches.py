@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,13 @@ import pytest
 
 from adapters.slack.app import SORRY, SlackAdapter
 from bot.ops.admin import Admin
-from bot.wiring import SharedState, build_shared
+from bot.wiring import SharedState
 from config.settings import Settings, load_settings
 from retrieval.embedders import OpenAIEmbedder
 from retrieval.ingest import Ingestor
 from retrieval.sparse import Bm25Encoder
 from tests.harness import slack_payloads as sp
 from tests.harness.openai_server import FakeOpenAI
-from tests.harness.redis_server import RedisServer
 from tests.harness.loopback import free_port
 from tests.harness.slack_api import FakeSlack
 from tests.harness.stack import SlackDoor, Stack, openai_client, until
@@ -138,24 +137,6 @@ async def test_a_process_that_cannot_reindex_says_so(make: Any, stack: Stack) ->
         "Reindexing the knowledge base… I'll post progress here.",
         "Reindexing is not available in this process.",
     ]
-
-
-@pytest.fixture
-async def shared(redis_server: RedisServer, setenv: Callable[..., None]) -> AsyncIterator[Callable[[], Any]]:
-    """Redis state for one process per call (REDIS_URL on the test's server), closed at the end."""
-    redis_server.flush()
-    setenv(REDIS_URL=redis_server.url, ADVISOR_MEMORY_WORK_LEASE_SECONDS="1", ADVISOR_SAFETY_MODERATION="false")
-    made: list[SharedState] = []
-
-    async def make_state() -> SharedState:
-        state = await build_shared(load_settings(None))
-        assert state is not None
-        made.append(state)
-        return state
-
-    yield make_state
-    for state in made:
-        await state.close()
 
 
 async def test_a_reindex_running_in_another_process_is_refused_until_it_ends(
