@@ -96,4 +96,6 @@ def test_demo_indexes_the_sample_kb_and_chats(monkeypatch: pytest.MonkeyPatch, c
     monkeypatch.setattr("sys.stdin", io.StringIO("How big should my emergency fund be?\n"))
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
-    assert "without a language model" in out and "emergency-fund.md" in out
+    assert "without a language model" in out
+    assert "> A common guideline is three to six months of essential expenses" in out
+    assert "retrieval/sample_kb/" in out.split("Sources:")[1]

@@ -119,11 +119,15 @@ def test_search_marks_suspicious_passages(flagged_kb: Path, capsys: pytest.Captu
 
 
 def test_ask_offline_json_never_cites_a_suspicious_passage(flagged_kb: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["ask", "Car savings: how much to put aside every month?", "--json"]) == 0
+    question = "Car savings: how many months of expenses should I keep for repairs?"
+    assert main(["search", question, "--json"]) == 0
+    assert "car.md" in {Path(row["source"]).name for row in json.loads(capsys.readouterr().out)}  # found, left out
+    assert main(["ask", question, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["mode"] == "offline" and "12345" not in result["answer"]
+    assert result["mode"] == "offline" and "12345" not in result["answer"] and "next car" not in result["answer"]
     assert [Path(s["source"]).name for s in result["sources"]] == ["fund.md"]
-    assert result["sources"][0]["suspicious"] == [] and "[1] Emergency fund" in result["answer"]
+    assert result["sources"][0]["suspicious"] == []
+    assert "> Keep three to six months of expenses for your car repairs too. [" in result["answer"]
 
 
 def test_ask_json_shows_a_cited_suspicious_source(

@@ -9,7 +9,7 @@ import pytest
 
 from bot.cli import main
 from bot.models import Citation, Final
-from bot.safety.answers_eval import classify, read_tasks
+from bot.safety.answers_eval import AnswersReport, Task, classify, read_tasks, split_tasks
 from tests.harness.openai_server import FakeOpenAI
 
 DATA = Path(__file__).resolve().parent / "data" / "evals"
@@ -34,11 +34,34 @@ def test_tasks_file_is_read_with_turns_classes_and_gold() -> None:
 def test_classify_outcomes() -> None:
     cite = (Citation(1, "s", "t", "", 0.5, "x"),)
     assert classify(Final("Here are passages", cite, "offline")) == "answered"
-    assert classify(Final("nothing in it matches your question closely.", (), "offline")) == "declined"
+    declined = Final("I don't have this in my knowledge base. I'm running without a language model", (), "offline")
+    assert classify(declined) == "declined"
     assert classify(Final("I couldn't find this in my knowledge base, so this is general guidance.", (), "model")) == "declined"
     assert classify(Final("Which company do you mean?", (), "model")) == "clarified"
     assert classify(Final("Could you tell me which fund you hold, so I can help.", (), "model")) == "clarified"
     assert classify(Final("Index funds spread risk [1].", cite, "model")) == "answered"
+
+
+def test_split_halves_each_class_the_same_way_every_time() -> None:
+    labels = ["ANSWERABLE"] * 7 + ["UNANSWERABLE"] * 4
+    tasks = [Task(f"t{n}", (), "q", label, frozenset()) for n, label in enumerate(labels)]
+    dev, test = split_tasks(tasks)
+    assert sorted(t.task_id for t in dev + test) == sorted(t.task_id for t in tasks)
+    assert [sum(t.answerability == "ANSWERABLE" for t in half) for half in (dev, test)] == [4, 3]
+    assert [sum(t.answerability == "UNANSWERABLE" for t in half) for half in (dev, test)] == [2, 2]
+    assert split_tasks(list(reversed(tasks))) == (dev, test)
+
+
+def test_balanced_accuracy_weighs_answering_and_declining_alike() -> None:
+    report = AnswersReport()
+    outcomes = [("ANSWERABLE", "answered")] * 3 + [
+        ("ANSWERABLE", "declined"), ("UNANSWERABLE", "declined"), ("UNDERSPECIFIED", "answered"),
+    ]
+    for n, (label, outcome) in enumerate(outcomes):
+        report.add(Task(f"t{n}", (), "q", label, frozenset()), outcome, [])
+    assert report.to_json()["answer_decline_accuracy"] == (0.75 + 0.5) / 2
+    assert "answer/decline accuracy (balanced):         62.5%" in report.table()
+    assert AnswersReport().balanced_accuracy() is None
 
 
 def test_empty_index_exits_2_with_the_ingest_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,10 +1,13 @@
-"""Prompt text and its formatting: persona, reference passages, citations. Text only."""
+"""Prompt text and its formatting: persona, reference passages, citations; and the offline
+answer, whose sentences `extractive` chooses."""
 
 from __future__ import annotations
 
 import re
 
-from bot.models import Citation, Exemplar, Hit
+from bot.engine import extractive
+from bot.models import Chunk, Citation, Exemplar, Hit
+from bot.ports import Embedder
 
 RULES = """\
 How you answer:
@@ -193,18 +196,41 @@ def quotable(hits: list[Hit]) -> list[Hit]:
     return [hit for hit in hits if not _suspicious(hit)]
 
 
-def offline_answer(hits: list[Hit]) -> str:
-    """What the engine says with no language model: the truth, and the best passages quoted
-    (never a suspicious one: with nothing else to quote, it says nothing matched)."""
-    if not quotable(hits):
+OFFLINE_LEAD = "I'm running without a language model right now"
+OFFLINE_DECLINE = "I don't have this in my knowledge base"
+
+
+def heading_context(chunk: Chunk) -> str:
+    """The passage's title and heading trail, as retrieval embeds them before its text
+    (`retrieval.chunking.embedding_text`)."""
+    trail = [chunk.title, *(h for h in chunk.headings if h != chunk.title)]
+    return " > ".join(h for h in trail if h)
+
+
+def quotable_passages(hits: list[Hit]) -> list[tuple[int, str, str]]:
+    """Each quotable hit (`quotable`) as its place in `hits` (its citation number), its title and
+    headings, and its text."""
+    return [
+        (number, heading_context(hit.chunk), hit.chunk.text)
+        for number, hit in enumerate(hits, start=1)
+        if not _suspicious(hit)
+    ]
+
+
+async def offline_answer(hits: list[Hit], query: str, embedder: Embedder | None = None) -> str:
+    """What the engine says with no language model: the truth, and up to three sentences of the
+    passages that best match `query` (`extractive`), each cited [n] by its passage's place in
+    `hits`, as a model's answer is, so `cited(text, hits)` gives its citations. A suspicious passage
+    is never quoted; when no sentence is relevant enough, it declines."""
+    chosen = await extractive.extract(query, quotable_passages(hits), embedder)
+    if not chosen:
         return (
-            "I'm running without a language model right now, so I can only search my knowledge base, "
-            "and nothing in it matches your question closely. Try rephrasing, or ask about another topic."
+            f"{OFFLINE_DECLINE}. {OFFLINE_LEAD}, so I can only quote passages that match your question "
+            "closely, and none does. Try rephrasing, or ask about another topic."
         )
-    return (
-        "I'm running without a language model right now, so I can't write you an answer. "
-        "These are the passages from my knowledge base that best match your question:\n" + quote_passages(hits)
-    )
+    quotes = "\n\n".join(f"> {sentence.text} [{sentence.number}]" for sentence in chosen)
+    return (f"{OFFLINE_LEAD}, so I can't write you an answer. "
+            f"These lines from my knowledge base best match your question:\n\n{quotes}")
 
 
 def quoted_citations(hits: list[Hit]) -> tuple[Citation, ...]:

@@ -77,7 +77,7 @@ async def remember_offline(engine: Engine, answer: Answer) -> AsyncIterator[Repl
     text, care = with_care_note(engine, answer, "".join(answer.parts))
     for event in care:
         yield event
-    citations = prompts.quoted_citations(answer.hits)
+    citations = prompts.cited("".join(answer.parts), answer.hits)  # the [n] of offline_answer: places in the hits
     if citations:
         yield Citations(citations)
     mode: Literal["offline", "fallback"] = "offline" if answer.fallback is None else "fallback"

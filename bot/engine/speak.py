@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 async def speak_offline(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
-    text = prompts.offline_answer(answer.hits)
-    flagged, _ = await check_answer(engine, answer.key, text, 0, answer.notices)  # quoted passages are moderated too
+    # the retriever's embedder scores the sentences; the query's vector is cached from the search
+    text = await prompts.offline_answer(answer.hits, answer.query, getattr(engine.retriever, "embedder", None))
+    flagged, _ = await check_answer(engine, answer.key, text, 0, answer.notices)  # quoted sentences are moderated too
     if flagged is not None:
         async for event in replies.retract(engine, answer, flagged):
             yield event

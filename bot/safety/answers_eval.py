@@ -8,6 +8,7 @@ present when the corpus was ingested with `--id-field _id`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -18,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from bot.engine.pipeline import NOT_IN_KNOWLEDGE_BASE
+from bot.engine.prompts import OFFLINE_DECLINE
 from bot.models import Final, Hit, IncomingMessage
 
 OUTCOMES = ("answered", "declined", "clarified")
 CLASSES = ("ANSWERABLE", "PARTIAL", "UNANSWERABLE", "UNDERSPECIFIED")
-OFFLINE_NO_MATCH = "nothing in it matches your question"
 OFFLINE_MODES = ("offline", "fallback")  # fallback: the extractive answer replaced a local model's (step vet)
 _DECLINE = re.compile(
     r"(i couldn't find this in my knowledge base|i can(?:no|')t answer|i(?: am|'m) (?:not able|unable) to answer"
@@ -70,11 +71,25 @@ def read_tasks(path: Path, limit: int | None = None) -> list[Task]:
     return tasks
 
 
+def split_tasks(tasks: list[Task]) -> tuple[list[Task], list[Task]]:
+    """Dev and test halves, alternating within each answerability class in the order of a hash of
+    the task id: the same split on every run and machine, so a threshold chosen on dev is
+    reported on tasks it never saw."""
+    dev: list[Task] = []
+    test: list[Task] = []
+    for label in sorted({t.answerability for t in tasks}):
+        same = [t for t in tasks if t.answerability == label]
+        same.sort(key=lambda t: hashlib.sha256(t.task_id.encode()).hexdigest())
+        dev += same[0::2]
+        test += same[1::2]
+    return dev, test
+
+
 def classify(final: Final) -> str:
     """answered, declined (the knowledge base does not cover it, or cannot answer) or clarified (asks back)."""
     text = final.text.strip()
     if final.mode in OFFLINE_MODES:
-        return "declined" if OFFLINE_NO_MATCH in text or not final.citations else "answered"
+        return "declined" if OFFLINE_DECLINE in text or not final.citations else "answered"
     if final.mode in {"rejected", "error", "limited", "crisis"}:
         return "declined"
     if NOT_IN_KNOWLEDGE_BASE.strip() in text or _DECLINE.search(text.replace("\u2019", "'")):
@@ -106,6 +121,13 @@ class AnswersReport:
         hits = sum(self.counts.get(c, Counter())[o] for c in classes for o in outcomes)
         return round(hits / total, 4) if total else None
 
+    def balanced_accuracy(self) -> float | None:
+        """The mean of answerable tasks answered and unanswerable or underspecified ones declined (or
+        asked back): answering everything, or declining everything, scores 0.5."""
+        answered = self._share(("ANSWERABLE",), ("answered",))
+        declined = self._share(("UNANSWERABLE", "UNDERSPECIFIED"), ("declined", "clarified"))
+        return None if answered is None or declined is None else round((answered + declined) / 2, 4)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "tasks": len(self.rows),
@@ -117,6 +139,7 @@ class AnswersReport:
             },
             "answerable_answered": self._share(("ANSWERABLE",), ("answered",)),
             "unanswerable_declined_or_clarified": self._share(("UNANSWERABLE", "UNDERSPECIFIED"), ("declined", "clarified")),
+            "answer_decline_accuracy": self.balanced_accuracy(),
             "citation_precision": round(self.cited_gold / self.cited, 4) if self.cited else None,
             "answer_modes": dict(Counter(row["mode"] for row in self.rows)),
             "citations": {"with_id": self.cited, "in_gold": self.cited_gold, "without_id": self.cited_without_id},
@@ -139,6 +162,7 @@ class AnswersReport:
             + ", ".join(f"{mode} {count}" for mode, count in sorted(data["answer_modes"].items())),
             f"answerable tasks answered:                  {pct(data['answerable_answered'])}",
             f"unanswerable+underspecified declined/asked: {pct(data['unanswerable_declined_or_clarified'])}",
+            f"answer/decline accuracy (balanced):         {pct(data['answer_decline_accuracy'])}",
             (
                 f"citation precision (cited in gold):         {pct(data['citation_precision'])}"
                 f" ({self.cited_gold}/{self.cited}; {self.cited_without_id} citations without a document id)"
