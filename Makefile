@@ -52,3 +52,4 @@ bench: $(STAMP) redis-server
 	$(VENV)/bin/python bench/capacity.py
 	$(VENV)/bin/python bench/chaos.py
 	$(VENV)/bin/python bench/safety.py
+	$(VENV)/bin/python bench/offline_answers.py

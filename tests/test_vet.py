@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bot.engine import prompts
 from bot.engine.small_prompt import small_model_messages
 from bot.engine.vet import FALLBACK_NOTE
 from bot.llm.local_model import ANSWER_TOKENS, Capped
@@ -56,6 +57,7 @@ async def test_an_ungrounded_answer_is_replaced_by_the_extractive_one(
     events, final = await ask(engine, QUESTION)
     assert final.mode == "fallback" and final.citations
     assert final.text not in reply and "three to six months" in final.text  # the passages, not the model
+    assert "without a language model" not in final.text  # a model is running: the notice says why it is set aside
     assert Notice("fallback", FALLBACK_NOTE) in events and Notice("fallback", FALLBACK_NOTE) in final.notices
     assert [e.text for e in events if isinstance(e, TextDelta)][-1] == final.text  # the replacement is streamed too
     assert final.usage.completion_tokens > 0  # the model's call still counts
@@ -68,6 +70,7 @@ async def test_nothing_relevant_falls_back_to_the_offline_answer(stack: Stack, f
     engine = stack.engine(local_settings(setenv), stack.chat_model(fake))
     _, final = await ask(engine, "What is the surface temperature of Mars in kelvin?")
     assert final.mode == "fallback" and "Mars" not in final.text and not final.citations  # the offline decline
+    assert final.text.startswith(prompts.OFFLINE_DECLINE) and "without a language model" not in final.text
 
 
 async def test_other_models_are_not_vetted(stack: Stack, fake: FakeOpenAI, settings: Settings) -> None:

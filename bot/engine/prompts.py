@@ -217,18 +217,25 @@ def quotable_passages(hits: list[Hit]) -> list[tuple[int, str, str]]:
     ]
 
 
-async def offline_answer(hits: list[Hit], query: str, embedder: Embedder | None = None) -> str:
+async def offline_answer(hits: list[Hit], query: str, embedder: Embedder | None = None, *,
+                         with_model: bool = False) -> str:
     """What the engine says with no language model: the truth, and up to three sentences of the
     passages that best match `query` (`extractive`), each cited [n] by its passage's place in
     `hits`, as a model's answer is, so `cited(text, hits)` gives its citations. A suspicious passage
-    is never quoted; when no sentence is relevant enough, it declines."""
+    is never quoted; when no sentence is relevant enough, it declines. `with_model`: the same answer
+    where a model's answer was set aside (step vet, whose notice already says why), so it does not
+    claim there is no model."""
     chosen = await extractive.extract(query, quotable_passages(hits), embedder)
     if not chosen:
+        if with_model:
+            return f"{OFFLINE_DECLINE}: no passage matches your question closely. Try rephrasing, or ask about another topic."
         return (
             f"{OFFLINE_DECLINE}. {OFFLINE_LEAD}, so I can only quote passages that match your question "
             "closely, and none does. Try rephrasing, or ask about another topic."
         )
     quotes = "\n\n".join(f"> {sentence.text} [{sentence.number}]" for sentence in chosen)
+    if with_model:
+        return f"These lines from my knowledge base best match your question:\n\n{quotes}"
     return (f"{OFFLINE_LEAD}, so I can't write you an answer. "
             f"These lines from my knowledge base best match your question:\n\n{quotes}")
 

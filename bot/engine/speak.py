@@ -2,8 +2,8 @@
 (and at the end) so a bad answer is stopped and replaced; the provider's own content filter
 stops and replaces it the same way. An answer cut short (the token budget, the deadline, a
 stream that ended early or with an error event) keeps what arrived and says so. A prompt too
-long for the model is retried once with half the history. Without a model: the best passages,
-quoted and moderated."""
+long for the model is retried once with half the history. Without a model (or when step vet sets
+the model's answer aside): up to three cited sentences of the passages, or a decline, moderated."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 async def speak_offline(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
     # the retriever's embedder scores the sentences; the query's vector is cached from the search
-    text = await prompts.offline_answer(answer.hits, answer.query, getattr(engine.retriever, "embedder", None))
+    text = await prompts.offline_answer(answer.hits, answer.query, getattr(engine.retriever, "embedder", None),
+                                        with_model=engine.model is not None)
     flagged, _ = await check_answer(engine, answer.key, text, 0, answer.notices)  # quoted sentences are moderated too
     if flagged is not None:
         async for event in replies.retract(engine, answer, flagged):
