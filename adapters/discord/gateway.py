@@ -20,6 +20,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from adapters.discord.installs import NOT_HERE
 from adapters.discord.pacing import Pacer
 from adapters.progress import ReindexProgress
 from adapters.render import SHOWN_NOTICES, split_message
@@ -55,6 +56,14 @@ def intents() -> discord.Intents:
     wanted = discord.Intents.default()
     wanted.message_content = True
     return wanted
+
+
+def reindex_allowed_here(interaction: discord.Interaction) -> bool:
+    """Not in group DMs or DMs between people (context 2), nor in a guild that only has the user
+    install (the bot is not a member there); the bot's own DM and the guilds it serves are fine."""
+    if interaction.context.private_channel:
+        return False
+    return interaction.guild_id is None or interaction.is_guild_integration()
 
 
 def failure(exc: discord.HTTPException) -> str:
@@ -494,13 +503,21 @@ class DiscordAdapter:
         roles = {str(role.id) for role in getattr(user, "roles", [])}
         if roles & set(self.admins.discord_role_ids):
             return True
+        if not interaction.guild_id or not interaction.is_guild_integration():
+            return False  # a guild reached through a user install is not one advisor serves
         permissions = interaction.permissions  # as Discord resolved them for this member and channel
-        return bool(interaction.guild_id and (permissions.manage_guild or permissions.administrator))
+        return bool(permissions.manage_guild or permissions.administrator)
 
     def _commands(self) -> app_commands.Group:
-        # Discord sets default_member_permissions per top-level command only, so /advisor stays
-        # open to all and reindex checks Manage Server (or the admin lists) itself.
-        group = app_commands.Group(name="advisor", description="Ask the advisor, or manage it")
+        # Discord sets default_member_permissions, contexts and integration_types per top-level command
+        # only, so /advisor stays open to all, installable to servers and to users' accounts and usable
+        # in servers, the bot's DM and group DMs; reindex checks where it runs and who asks itself.
+        group = app_commands.Group(
+            name="advisor",
+            description="Ask the advisor, or manage it",
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=True),
+            allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True),
+        )
         adapter = self
 
         @group.command(name="ask", description="Ask a question")
@@ -602,6 +619,9 @@ class DiscordAdapter:
         await self._undelivered(f"<#{channel_id}>", str(interaction.user.id), reason)
 
     async def _reindex(self, interaction: discord.Interaction, path: str | None) -> None:
+        if not reindex_allowed_here(interaction):
+            await interaction.response.send_message(NOT_HERE, ephemeral=True)
+            return
         if not self._is_admin(interaction):
             await interaction.response.send_message(REFUSED, ephemeral=True)
             return

@@ -49,6 +49,7 @@ from adapters.discord.gateway import (
     answer_parts,
     dm_parts,
 )
+from adapters.discord.installs import NOT_HERE, bot_can_act, reindex_allowed_here
 from adapters.progress import ReindexProgress
 from adapters.render import SHOWN_NOTICES, split_message
 from bot.ops import metrics
@@ -121,11 +122,12 @@ def subcommand(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def is_admin(payload: Mapping[str, Any], admins: AdminSettings) -> bool:
-    """Listed user or role, else Manage Server / Administrator as Discord resolved them for this member (guilds only)."""
+    """Listed user, else a listed role or Manage Server / Administrator as Discord resolved them for this member,
+    in a guild the bot serves (not one reached through a user install: its roles and admins are not ours)."""
     if str(invoker(payload).get("id", "")) in admins.discord_user_ids:
         return True
     member = payload.get("member")
-    if not isinstance(member, dict) or not payload.get("guild_id"):
+    if not isinstance(member, dict) or not payload.get("guild_id") or not bot_can_act(payload):
         return False
     if {str(role) for role in member.get("roles") or []} & set(admins.discord_role_ids):
         return True
@@ -505,6 +507,8 @@ class DiscordInteractions:
     # -- /advisor reindex -------------------------------------------------------
 
     def _reindex(self, payload: Json, path: str | None) -> Json:
+        if not reindex_allowed_here(payload):
+            return ephemeral(NOT_HERE)
         if not is_admin(payload, self.admins):
             return ephemeral(REFUSED)
         if self.admin.reindexing or self._reindex_claimed:

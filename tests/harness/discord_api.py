@@ -79,6 +79,8 @@ ROUTE_LIMITS: dict[tuple[str, str], tuple[int, float]] = {
 }
 
 CONTENT_LIMIT = 2000
+INSTALL_TYPES = (0, 1)  # GUILD_INSTALL, USER_INSTALL (docs/resources/application#application-integration-types)
+CONTEXT_TYPES = (0, 1, 2)  # GUILD, BOT_DM, PRIVATE_CHANNEL (docs/interactions/receiving-and-responding)
 EMBED_LIMIT = 10
 COMMAND_LIMIT = 100
 EPHEMERAL = 1 << 6
@@ -331,6 +333,7 @@ class FakeDiscord(LoopbackServer):
         interaction_deadlines: bool = True,
         zlib_chunk_size: int | None = DEFAULT_ZLIB_CHUNK,
         clock: FakeClock | None = None,
+        install_types: tuple[int, ...] = (0, 1),
     ) -> None:
         """`token`: what IDENTIFY/RESUME and `Authorization: Bot ...` must carry (None accepts any).
 
@@ -349,8 +352,19 @@ class FakeDiscord(LoopbackServer):
         15 minutes get 401 50027 Invalid Webhook Token), both on `clock`, which tests may move
         forward; `zlib_chunk_size`: a zlib-stream payload goes out in frames of at most this many
         bytes (None: one frame per payload), so clients must buffer to the Z_SYNC_FLUSH suffix.
+
+        `install_types`: the installation contexts the app supports in the portal (0 guild install, 1 user
+        install); a command whose `integration_types` asks for another is refused at sync. Commands are
+        checked and kept with their `contexts` and `integration_types`, and `dispatch` refuses (ValueError)
+        an interaction Discord would never deliver: a command used in a context or through an install it
+        was not registered for. Channels reached only through the user install (no "0" key in
+        `authorizing_integration_owners`: group DMs, DMs between people, guilds without the bot) are not
+        the bot's: REST calls to them get 403 50001 Missing Access and nothing there is echoed over the
+        gateway; the interaction webhook still works.
         """
         self.token = token
+        self.install_types = tuple(install_types)
+        self.foreign_channels: set[str] = set()  # reached only through user installs: the bot is not a member
         self.bot_user: Json = bot_user or dp.bot_user()
         self.application_id = application_id
         self.guilds: list[Json] = [dp.guild()] if guilds is None else guilds
@@ -935,6 +949,11 @@ class FakeDiscord(LoopbackServer):
         elif event == "GUILD_CREATE" and not data.get("unavailable"):
             self.guilds = [g for g in self.guilds if g["id"] != data["id"]] + [copy.deepcopy(data)]
         elif event == "INTERACTION_CREATE":
+            self._check_deliverable(data)
+            channel_id = str(data.get("channel_id") or (data.get("channel") or {}).get("id"))
+            owners = data.get("authorizing_integration_owners")
+            if owners is not None and "0" not in owners and data.get("context") != 1:  # the bot's own DM is its
+                self.foreign_channels.add(channel_id)
             self.interactions[str(data["id"])] = {
                 "id": str(data["id"]),
                 "type": data["type"],
@@ -953,6 +972,34 @@ class FakeDiscord(LoopbackServer):
             message = data.get("message")
             if message is not None and self.get_message(message["channel_id"], message["id"]) is None:
                 self.add_message(message["channel_id"], message)
+
+    def _check_deliverable(self, data: Json) -> None:
+        """Raise ValueError for a command interaction Discord would not deliver: the command registered
+        (globally, or in data.guild_id) but not for this context (`contexts`, null meaning all) or not
+        through any install that authorized it (`integration_types` against the owners' keys)."""
+        if data.get("type") not in (2, 4) or not isinstance(data.get("data"), dict):
+            return
+        command_data = data["data"]
+        scope = self.guild_commands.get(str(command_data["guild_id"]), []) if command_data.get("guild_id") else self.commands
+        kind = int(command_data.get("type") or 1)
+        command = next((c for c in scope if c["name"] == command_data.get("name") and c["type"] == kind), None)
+        if command is None:
+            return
+        context = data.get("context")
+        owners = {int(key) for key in (data.get("authorizing_integration_owners") or {})}
+        if command_data.get("guild_id"):
+            allowed_contexts, allowed_installs = [0], [0]  # a guild command lives in its guild only
+        else:
+            allowed_contexts = command["contexts"] if command["contexts"] is not None else list(CONTEXT_TYPES)
+            allowed_installs = command["integration_types"]
+        if context is not None and context not in allowed_contexts:
+            raise ValueError(f"Discord would not deliver /{command['name']} in context {context}: it is registered for {allowed_contexts}")
+        if owners and not owners & set(allowed_installs):
+            raise ValueError(
+                f"Discord would not deliver /{command['name']} through installs {sorted(owners)}: it is registered for {allowed_installs}"
+            )
+        if context == 2 and 1 not in owners:
+            raise ValueError("a PRIVATE_CHANNEL interaction always comes through the user install (owners key \"1\")")
 
     # ----- REST plumbing ---------------------------------------------------------------------------
 
@@ -1191,6 +1238,8 @@ class FakeDiscord(LoopbackServer):
         return None
 
     def _require_channel(self, channel_id: str) -> Json:
+        if channel_id in self.foreign_channels and channel_id not in self._channels:
+            raise ApiError(403, "Missing Access", 50001)  # the bot is not a member: user install only
         channel = self._channel(channel_id)
         if channel is None:
             raise unknown("Channel", 10003)
@@ -1239,6 +1288,8 @@ class FakeDiscord(LoopbackServer):
         return body
 
     async def _echo(self, event: str, data: Json) -> None:
+        if str(data.get("channel_id")) in self.foreign_channels:
+            return  # the bot is not in the channel, so the gateway tells it nothing about it
         if self.echo_bot_messages:
             await self._deliver(event, data)
 
@@ -1419,7 +1470,7 @@ class FakeDiscord(LoopbackServer):
                 "event_webhooks_status": 1,
                 "tags": [],
                 "install_params": {"scopes": ["bot", "applications.commands"], "permissions": str(dp.BOT_PERMISSIONS)},
-                "integration_types_config": {"0": {}},
+                "integration_types_config": {str(kind): {} for kind in self.install_types},
                 "approximate_guild_count": len(self.guilds),
                 "approximate_user_install_count": 0,
                 "is_monetized": False,
@@ -1676,6 +1727,22 @@ class FakeDiscord(LoopbackServer):
         for index, child in enumerate(children):
             FakeDiscord._validate_option(child, [*path, "options", index])
 
+    @staticmethod
+    def _enum_list(command: Json, key: str, allowed: tuple[int, ...], index: int) -> list[int] | None:
+        """`contexts` / `integration_types`: null or a list of known enum values, else 400 50035 as Discord
+        words it (LIST_TYPE_CONVERT for a non-list, ENUM_TYPE_COERCE per bad value)."""
+        value = command.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise _form_error([index, key], "LIST_TYPE_CONVERT", "Only iterables may be used in a ListType")
+        for position, item in enumerate(value):
+            if type(item) is not int or item not in allowed:
+                raise _form_error(
+                    [index, key, position], "ENUM_TYPE_COERCE", f'Value "{item}" is not a valid enum value.'
+                )
+        return list(dict.fromkeys(value))
+
     def _overwrite_commands(self, existing: list[Json], body: Any, guild_id: str | None) -> list[Json]:
         if not isinstance(body, list):
             raise _form_error([], "LIST_TYPE_CONVERT", "Only iterables may be used in a ListType")
@@ -1717,6 +1784,15 @@ class FakeDiscord(LoopbackServer):
                 raise _form_error([index, "options"], "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
             for option_index, option in enumerate(options):
                 self._validate_option(option, [index, "options", option_index])
+            integration_types = self._enum_list(command, "integration_types", INSTALL_TYPES, index)
+            contexts = self._enum_list(command, "contexts", CONTEXT_TYPES, index)
+            for position, value in enumerate(integration_types or []):
+                if value not in self.install_types:
+                    raise _form_error(
+                        [index, "integration_types", position],
+                        "APPLICATION_COMMAND_INTEGRATION_TYPE_NOT_SUPPORTED",  # the fake's label: Discord's is not documented
+                        f"Installation context {value} is not enabled for this application.",
+                    )
             previous = next((c for c in existing if c["name"] == name and c["type"] == kind), None)
             stored: Json = {
                 "id": previous["id"] if previous else dp.snowflake(),
@@ -1729,8 +1805,8 @@ class FakeDiscord(LoopbackServer):
                 "description": description or "",
                 "description_localizations": command.get("description_localizations"),
                 "dm_permission": command.get("dm_permission", True),
-                "contexts": command.get("contexts"),
-                "integration_types": command.get("integration_types") or [0],
+                "contexts": contexts,
+                "integration_types": integration_types or [0],
                 "options": copy.deepcopy(options),
                 "nsfw": bool(command.get("nsfw", False)),
             }

@@ -783,3 +783,130 @@ def component_interaction(
         data["values"] = list(values or [])
     out = _interaction_base(type=3, guild_id=gid, channel_id=channel_id or message["channel_id"], **invoker)
     return {**out, "data": data, "message": _strip_guild_fields(message)}
+
+
+# ----- user installs --------------------------------------------------------------------------------
+# Shaped from docs/interactions/receiving-and-responding (interaction object, context types, authorizing
+# integration owners) and from payloads a user-installed app received (a guild without the bot: context 0,
+# owners {"1": user}; a DM between two people: context 2, no guild, `user`, the channel partial with its
+# recipients, no entitlement_sku_ids or guild_locale).
+
+GUILD_INSTALL, USER_INSTALL = 0, 1  # application integration types (docs/resources/application)
+GUILD_CONTEXT, BOT_DM_CONTEXT, PRIVATE_CHANNEL_CONTEXT = 0, 1, 2  # interaction context types
+GROUP_DM_ID = "5100"
+FRIEND_DM_ID = "5200"
+FRIEND_ID = "2200"
+OTHER_GUILD_ID = "4300"  # a guild the bot is not in
+OTHER_CHANNEL_ID = "4310"
+SEND_POLLS = 1 << 49
+# app_permissions where the app acts through its user install (docs: ATTACH_FILES | EMBED_LINKS |
+# MENTION_EVERYONE for (G)DMs with other users; payloads also carry SEND_POLLS), and USE_EXTERNAL_EMOJIS
+# on top in the bot's DM or a guild the bot is not in (as received).
+USER_INSTALL_DM_PERMISSIONS = P.EMBED_LINKS | P.ATTACH_FILES | P.MENTION_EVERYONE | SEND_POLLS
+USER_INSTALL_GUILD_PERMISSIONS = USER_INSTALL_DM_PERMISSIONS | P.USE_EXTERNAL_EMOJIS
+
+
+def group_dm_channel(
+    channel_id: str = GROUP_DM_ID, recipients: list[str] | None = None, owner_id: str = USER_ID, name: str | None = None
+) -> Json:
+    """A group DM (channel type 3) as an interaction's partial `channel` carries it: recipients are the
+    other people in it (not the invoker, and never the bot, which is not a member)."""
+    return {
+        "id": str(channel_id),
+        "type": 3,
+        "name": name,
+        "icon": None,
+        "owner_id": str(owner_id),
+        "last_message_id": None,
+        "flags": 0,
+        "recipients": [user(r) for r in (recipients or [FRIEND_ID, OWNER_ID])],
+    }
+
+
+def user_install_interaction(
+    options: dict[str, Any] | None = None,
+    *,
+    subcommand: str | None = "ask",
+    name: str = "advisor",
+    where: str = "group_dm",
+    user_id: str = USER_ID,
+    also_guild_installed: bool = False,
+    permissions: str | int | None = None,
+    application_id: str = APPLICATION_ID,
+    command_id: str = COMMAND_ID,
+    interaction_id: str | None = None,
+    token: str | None = None,
+    locale: str = "en-US",
+) -> Json:
+    """An INTERACTION_CREATE body for `/advisor ask` (by default) run through the app's user install.
+
+    `where`: "group_dm" (context 2, channel type 3, the bot not a member), "friend_dm" (context 2, a DM
+    between the invoker and FRIEND_ID), "bot_dm" (context 1, the DM with the bot; owners {"1": user}) or
+    "guild" (context 0 in OTHER_GUILD_ID, a guild the bot is not in: `member` with its `permissions`,
+    owners {"1": user}; with `also_guild_installed` the guild is GUILD_ID and owners add {"0": GUILD_ID}).
+    There is never a `guild_id` outside "guild"."""
+    invoker = user(str(user_id))
+    leaves = [_option(key, value) for key, value in (options or {}).items()]
+    data: Json = {"id": str(command_id), "name": name, "type": 1}
+    if subcommand is not None:
+        data["options"] = [{"type": 1, "name": subcommand, "options": leaves}]
+    elif leaves:
+        data["options"] = leaves
+    owners: Json = {str(USER_INSTALL): str(user_id)}
+    out: Json = {
+        "application_id": str(application_id),
+        "attachment_size_limit": 10 * 1024 * 1024,
+        "authorizing_integration_owners": owners,
+        "data": data,
+        "entitlements": [],
+        "id": interaction_id or snowflake(),
+        "locale": locale,
+        "token": token or interaction_token(),
+        "type": 2,
+        "version": 1,
+    }
+    if where in ("group_dm", "friend_dm"):
+        channel = group_dm_channel() if where == "group_dm" else dm_channel(FRIEND_DM_ID, FRIEND_ID)
+        if where == "friend_dm":
+            channel["recipient_flags"] = 0
+        out.update(
+            app_permissions=str(USER_INSTALL_DM_PERMISSIONS),
+            channel=channel,
+            channel_id=channel["id"],
+            context=PRIVATE_CHANNEL_CONTEXT,
+            user=invoker,
+        )
+    elif where == "bot_dm":
+        out.update(
+            app_permissions=str(DM_APP_PERMISSIONS),
+            channel=dm_channel(DM_CHANNEL_ID, invoker),
+            channel_id=DM_CHANNEL_ID,
+            context=BOT_DM_CONTEXT,
+            entitlement_sku_ids=[],
+            user=invoker,
+        )
+    elif where == "guild":
+        gid = GUILD_ID if also_guild_installed else OTHER_GUILD_ID
+        cid = CHANNEL_ID if also_guild_installed else OTHER_CHANNEL_ID
+        if also_guild_installed:
+            owners[str(GUILD_INSTALL)] = gid
+        member_permissions = permissions if permissions is not None else EVERYONE_PERMISSIONS
+        out.update(
+            app_permissions=str(BOT_PERMISSIONS if also_guild_installed else USER_INSTALL_GUILD_PERMISSIONS),
+            channel={**text_channel(cid, guild_id=gid), "permissions": str(member_permissions)},
+            channel_id=cid,
+            context=GUILD_CONTEXT,
+            entitlement_sku_ids=[],
+            guild={"id": gid, "features": [], "locale": "en-US"},
+            guild_id=gid,
+            guild_locale="en-US",
+            member=member(invoker, permissions=member_permissions),
+        )
+    else:
+        raise ValueError(f"where must be group_dm, friend_dm, bot_dm or guild, not {where!r}")
+    return out
+
+
+def user_install_invite(application_id: str = APPLICATION_ID) -> str:
+    """The install link that adds the app to a user's account (docs/resources/application#install-links)."""
+    return f"https://discord.com/oauth2/authorize?client_id={application_id}&integration_type=1&scope=applications.commands"
