@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -40,6 +41,7 @@ PLAIN_LIMIT = 1500  # characters a part when a message's content was refused
 SERVER_ERROR_PAUSE = 1.0  # seconds before a post that got a 5xx is tried again
 
 Message = tuple[str, list[dict[str, Any]] | None]  # (text, blocks)
+Remember = Callable[[dict[str, Any]], Awaitable[None]]  # keeps what is on screen in the journal (takeover)
 
 
 def error_code(exc: SlackApiError) -> str:
@@ -203,4 +205,4 @@ def _blocks(blocks: list[dict[str, Any]] | None) -> dict[str, Any]:
     return {"blocks": blocks} if blocks else {}
 
 
-__all__ = ["PLACEHOLDER", "AnswerWriter", "ChannelPacer", "error_code", "retry_after"]
+__all__ = ["PLACEHOLDER", "AnswerWriter", "ChannelPacer", "Remember", "error_code", "retry_after"]
