@@ -125,6 +125,27 @@ class ChainCache:
             self._roots.popitem(last=False)
 
 
+class OnceTree(app_commands.CommandTree):
+    """A command tree that runs each interaction id once: a gateway replay of one already handled (a
+    resume, a duplicate delivery) is dropped before it is acked again. In memory, so no I/O comes before
+    the 3-second ack; across processes Discord's own 40060 "already acknowledged" stops the rest."""
+
+    def __init__(self, client: discord.Client, size: int = 10_000) -> None:
+        super().__init__(client)
+        self.size = size
+        self._seen: OrderedDict[int, None] = OrderedDict()
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        if interaction.id in self._seen:
+            log.info("duplicate delivery of interaction %s: not run again", interaction.id)
+            metrics.duplicate_dropped("discord")
+            return False
+        self._seen[interaction.id] = None
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return True
+
+
 class DiscordAdapter:
     def __init__(
         self,
@@ -143,7 +164,7 @@ class DiscordAdapter:
         self.admins = settings.admins
         self.safety = settings.safety
         self.client = client or gateway_client(settings.discord.shard_count)
-        self.tree = app_commands.CommandTree(self.client)
+        self.tree = OnceTree(self.client)
         self.dedupe = dedupe or local_dedupe()  # shared (Redis) across processes and shards when given
         self.inflight = InFlight()
         self.journal = journal  # answers in progress in Redis, finished elsewhere if this process dies

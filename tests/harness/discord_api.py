@@ -950,6 +950,8 @@ class FakeDiscord(LoopbackServer):
             self.guilds = [g for g in self.guilds if g["id"] != data["id"]] + [copy.deepcopy(data)]
         elif event == "INTERACTION_CREATE":
             self._check_deliverable(data)
+            if str(data["id"]) in self.interactions:
+                return  # a replay: the interaction (and whether it was answered) is already known
             channel_id = str(data.get("channel_id") or (data.get("channel") or {}).get("id"))
             owners = data.get("authorizing_integration_owners")
             if owners is not None and "0" not in owners and data.get("context") != 1:  # the bot's own DM is its
