@@ -332,8 +332,9 @@ class NativeWriter:
         ts, self.open = self.open, None
         try:
             await self.client.chat_stopStream(channel=self.channel, ts=ts, **extra)
-        except SlackApiError as exc:
+        except SlackApiError as exc:  # it may still stream: the rewrite stops it first
             self._failed("chat.stopStream", exc)
+            self.open = ts
             return False
         finally:
             self._stops.sent()
