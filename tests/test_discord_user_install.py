@@ -55,7 +55,8 @@ def flags(body: dict[str, Any]) -> int:
 
 
 def long_answer(openai_fake: FakeOpenAI) -> None:
-    openai_fake.default_answer = ("Build the fund a little each month [1]. " * 45).strip() + "\n\n" + "Keep going [1]. " * 150
+    opening = ("Build the fund a little each month [1]. " * 45).strip()
+    openai_fake.default_answer = opening + "\n\n" + "Keep going [1]. " * 150
     openai_fake.chunk_chars = 400
     openai_fake.chunk_delay = 0.0
 
@@ -148,6 +149,24 @@ async def test_ask_everywhere_a_user_install_reaches_keeps_its_own_conversation(
     await bot.fake.dispatch("INTERACTION_CREATE", status)
     (facts,) = await until(lambda: bot.edits(status))
     assert "**indexed passages**: 3" in facts["content"]
+
+
+@pytest.mark.parametrize(
+    ("permissions", "shown_to_all"),
+    [(dp.EVERYONE_PERMISSIONS, False), (dp.EVERYONE_PERMISSIONS | dp.USE_EXTERNAL_APPS, True)],
+    ids=["no-external-apps", "external-apps"],
+)
+async def test_a_public_answer_in_a_guild_without_the_bot_follows_use_external_apps(
+    start: Any, permissions: int, shown_to_all: bool
+) -> None:
+    bot = await start()
+    payload = ask("guild", private=False, permissions=permissions)
+    await bot.fake.dispatch("INTERACTION_CREATE", payload)
+    await until(lambda: bot.edits(payload))
+    assert not flags(bot.callbacks(payload)[0]) & 64  # asked for public; Discord decides
+    shown = bot.fake.get_message(dp.OTHER_CHANNEL_ID, bot.fake.interactions[payload["id"]]["original_message_id"])
+    assert shown is not None and bool(shown["flags"] & 64) is not shown_to_all
+    assert bot.channel_writes() == []  # the bot is not in that guild
 
 
 @pytest.mark.parametrize("private", [True, False], ids=["private", "public"])
@@ -332,7 +351,8 @@ async def door(
         settings = load_settings(None)
         chat_model = stack.chat_model(openai_fake) if model else None
         engine = stack.engine(settings, chat_model, memory=stack.memory("memory.sqlite3"))
-        adapter = DiscordInteractions(engine, stack.admin(engine, settings), settings, api_base=hooks.api_base, edit_interval=None)
+        admin = stack.admin(engine, settings)
+        adapter = DiscordInteractions(engine, admin, settings, api_base=hooks.api_base, edit_interval=None)
         base = await stack.serve(adapter.web_app(), access_log=None, shutdown_timeout=1.0)
         return Door(adapter, hooks, f"{base}/discord/interactions")
 
@@ -424,8 +444,7 @@ async def test_http_a_duplicate_delivery_is_answered_once(door: Any) -> None:
 
 def test_both_install_links() -> None:
     guild, user = guild_install_link("APP_ID"), user_install_link("APP_ID")
-    assert guild == (
-        "https://discord.com/oauth2/authorize?client_id=APP_ID&permissions=274877991936&scope=bot%20applications.commands"
-    )
-    assert user == "https://discord.com/oauth2/authorize?client_id=APP_ID&integration_type=1&scope=applications.commands"
+    base = "https://discord.com/oauth2/authorize?client_id=APP_ID"
+    assert guild == f"{base}&permissions=274877991936&scope=bot%20applications.commands"
+    assert user == f"{base}&integration_type=1&scope=applications.commands"
     assert user == dp.user_install_invite("APP_ID")

@@ -86,6 +86,7 @@ COMMAND_LIMIT = 100
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 HAS_THREAD = 1 << 5
+USE_EXTERNAL_APPS = 1 << 50  # lets user-installed apps answer publicly in a guild they are not installed to
 _SENDABLE_FLAGS = (1 << 2) | (1 << 6) | (1 << 12) | (1 << 13) | (1 << 15)  # SUPPRESS_EMBEDS, EPHEMERAL, ...
 _COMMAND_NAME = re.compile(r"^[-_'\w]{1,32}$")
 _MENTION = re.compile(r"<@!?(\d+)>")
@@ -982,20 +983,23 @@ class FakeDiscord(LoopbackServer):
         if data.get("type") not in (2, 4) or not isinstance(data.get("data"), dict):
             return
         command_data = data["data"]
-        scope = self.guild_commands.get(str(command_data["guild_id"]), []) if command_data.get("guild_id") else self.commands
+        guild_id = command_data.get("guild_id")
+        scope = self.guild_commands.get(str(guild_id), []) if guild_id else self.commands
         kind = int(command_data.get("type") or 1)
         command = next((c for c in scope if c["name"] == command_data.get("name") and c["type"] == kind), None)
         if command is None:
             return
         context = data.get("context")
         owners = {int(key) for key in (data.get("authorizing_integration_owners") or {})}
-        if command_data.get("guild_id"):
+        if guild_id:
             allowed_contexts, allowed_installs = [0], [0]  # a guild command lives in its guild only
         else:
             allowed_contexts = command["contexts"] if command["contexts"] is not None else list(CONTEXT_TYPES)
             allowed_installs = command["integration_types"]
         if context is not None and context not in allowed_contexts:
-            raise ValueError(f"Discord would not deliver /{command['name']} in context {context}: it is registered for {allowed_contexts}")
+            raise ValueError(
+                f"Discord would not deliver /{command['name']} in context {context}: it is registered for {allowed_contexts}"
+            )
         if owners and not owners & set(allowed_installs):
             raise ValueError(
                 f"Discord would not deliver /{command['name']} through installs {sorted(owners)}: it is registered for {allowed_installs}"
@@ -1871,6 +1875,8 @@ class FakeDiscord(LoopbackServer):
                 ),
             },
         )
+        if self._forced_ephemeral(payload):
+            message["flags"] = message.get("flags", 0) | EPHEMERAL
         if payload["type"] == 2 and not followup:
             message["interaction"] = {
                 "id": interaction["id"],
@@ -1879,6 +1885,21 @@ class FakeDiscord(LoopbackServer):
                 "user": copy.deepcopy(invoker),
             }
         return message
+
+    @staticmethod
+    def _forced_ephemeral(payload: Json) -> bool:
+        """In a guild reached only through the user install, a member without USE_EXTERNAL_APPS gets every
+        response ephemeral (docs/topics/permissions: "When disabled, users will still be allowed to use
+        their apps but the responses will be ephemeral. This only applies to apps not also installed to
+        the server.")."""
+        owners = payload.get("authorizing_integration_owners")
+        if not payload.get("guild_id") or owners is None or "0" in owners:
+            return False
+        try:
+            permissions = int((payload.get("member") or {}).get("permissions") or 0)
+        except ValueError:
+            return True
+        return not permissions & USE_EXTERNAL_APPS
 
     def _find_interaction(self, application_id: str, token: str) -> Json:
         if application_id == self.application_id:

@@ -799,6 +799,7 @@ FRIEND_ID = "2200"
 OTHER_GUILD_ID = "4300"  # a guild the bot is not in
 OTHER_CHANNEL_ID = "4310"
 SEND_POLLS = 1 << 49
+USE_EXTERNAL_APPS = 1 << 50  # without it a user-installed app's responses in the guild are ephemeral
 # app_permissions where the app acts through its user install (docs: ATTACH_FILES | EMBED_LINKS |
 # MENTION_EVERYONE for (G)DMs with other users; payloads also carry SEND_POLLS), and USE_EXTERNAL_EMOJIS
 # on top in the bot's DM or a guild the bot is not in (as received).
