@@ -99,7 +99,7 @@ class SlackRecorder:
         args.pop("token", None)
         self.calls.append({"method": method, **args})
         reply: Json = {"ok": True}
-        if method in {"chat.postMessage", "chat.update"}:
+        if method in {"chat.postMessage", "chat.update", "chat.startStream", "chat.appendStream", "chat.stopStream"}:
             reply.update(channel=args.get("channel"), ts=args.get("ts") or self._new_ts())
         elif method == "chat.postEphemeral":
             reply["message_ts"] = self._new_ts()
@@ -148,7 +148,8 @@ def _with_local_response_url(payload: Payload, recorder: SlackRecorder) -> bytes
 def _lines(file: str, calls: list[Json]) -> Iterator[Json]:
     for call in calls:
         record = {"platform": "slack", "file": file, "method": call["method"]}
-        record.update({"channel": call.get("channel"), "thread_ts": call.get("thread_ts"), "text": call.get("text")})
+        channel = call.get("channel") or call.get("channel_id")  # assistant.threads.* name it channel_id
+        record.update({"channel": channel, "thread_ts": call.get("thread_ts"), "text": call.get("text")})
         record.update({k: v for k, v in call.items() if k not in record})
         yield record
 
@@ -166,6 +167,7 @@ async def simulate(paths: list[Path], engine: Any, admin: Any, settings: Any, bo
     output: list[Json] = []
     async with SlackRecorder() as recorder:
         adapter = SlackAdapter(engine, admin, settings, client=build_client(token, recorder.base_url), bot_user_id=bot, update_interval=0.0)
+        adapter.streams.enabled = False  # the recorder plays a workspace answered through chat.update
         runner = web.AppRunner(adapter.web_app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()

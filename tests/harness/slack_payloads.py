@@ -299,6 +299,53 @@ def thread_broadcast(
     return where.wrap(event)
 
 
+# ----- the assistant surface (Agents & AI Apps) ---------------------------------------------------------
+# docs.slack.dev/reference/events/assistant_thread_started and assistant_thread_context_changed: the event
+# carries assistant_thread {user_id, context {channel_id, team_id, enterprise_id}, channel_id, thread_ts}
+# and event_ts; the channel is the DM with the app, the context the channel the user is viewing (absent
+# when none). A user's message in the thread is a message.im event with thread_ts, parent_user_id (the
+# app's bot user, whose root message starts the thread) and assistant_thread {action_token} (as recorded
+# from Slack, e.g. lsimons-bot/lsimons-bot-code lsimons_bot/msg.py; not in the reference pages).
+
+
+def _assistant_event(kind: str, user: str, channel: str, context_channel: str | None, thread_ts: str | None,
+                     team: str, enterprise_id: str | None, **envelope: Any) -> Json:  # fmt: skip
+    context: Json = {} if context_channel is None else {"channel_id": context_channel, "team_id": team, "enterprise_id": enterprise_id}
+    thread_ts = thread_ts or new_ts()  # the thread's root, posted when the container opened
+    event_ts = new_ts()
+    event = {
+        "type": kind,
+        "assistant_thread": {"user_id": user, "context": context, "channel_id": channel, "thread_ts": thread_ts},
+        "event_ts": event_ts,
+    }
+    return event_callback(event, team=team, **envelope)
+
+
+def assistant_thread_started(
+    user: str = "U1", channel: str = "D1", context_channel: str | None = "C1", *, thread_ts: str | None = None,
+    team: str = "T1", enterprise_id: str | None = None, event_id: str | None = None, bot_user_id: str = "UBOT",
+) -> Json:  # fmt: skip
+    """assistant_thread_started: `user` opened the assistant container while viewing `context_channel`."""
+    return _assistant_event("assistant_thread_started", user, channel, context_channel, thread_ts, team, enterprise_id,
+                            event_id=event_id, bot_user_id=bot_user_id)  # fmt: skip
+
+
+def assistant_thread_context_changed(
+    thread_ts: str, context_channel: str | None, user: str = "U1", channel: str = "D1", *, team: str = "T1",
+    enterprise_id: str | None = None, event_id: str | None = None, bot_user_id: str = "UBOT",
+) -> Json:  # fmt: skip
+    """assistant_thread_context_changed: with the container open, the user moved to `context_channel`."""
+    return _assistant_event("assistant_thread_context_changed", user, channel, context_channel, thread_ts, team,
+                            enterprise_id, event_id=event_id, bot_user_id=bot_user_id)  # fmt: skip
+
+
+def assistant_message(text: str, thread_ts: str, user: str = "U1", channel: str = "D1", *, bot_user_id: str = "UBOT", **more: Any) -> Json:
+    """A user's message.im in an assistant thread (the thread's root is the app's: parent_user_id)."""
+    body = dm_message(text, user, channel, parent_user_id=bot_user_id, thread_ts=thread_ts, bot_user_id=bot_user_id, **more)
+    body["event"]["assistant_thread"] = {"action_token": f"{int(time.time())}.{next(_counter)}.{uuid.uuid4().hex}"}
+    return body
+
+
 def url_verification(challenge: str) -> Json:
     """The handshake Slack sends when a Request URL is saved; the app must echo `challenge`."""
     return {"token": VERIFICATION_TOKEN, "challenge": challenge, "type": "url_verification"}
