@@ -117,6 +117,25 @@ async def test_advisor_is_registered_for_user_installs_in_dms_and_group_dms(star
     assert private["type"] == 5 and not private.get("required")  # private defaults to true in the code
 
 
+async def test_without_user_install_in_the_portal_advisor_is_registered_for_servers_only(
+    stack: Stack, openai_fake: FakeOpenAI, setenv: Callable[..., None], kb_dir: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    setenv(DISCORD_TOKEN=dp.BOT_TOKEN, ADVISOR_KNOWLEDGE_PATHS=str(kb_dir))
+    settings = load_settings(None)
+    async with FakeDiscord(install_types=(0,)) as fake:
+        fake.patch(monkeypatch)
+        engine = stack.engine(settings, None, memory=stack.memory("memory.sqlite3"))
+        await stack.discord_gateway(engine, settings, fake)
+        await until(lambda: fake.commands)
+        assert [c["status"] for c in fake.calls_to("PUT", f"/applications/{dp.APPLICATION_ID}/commands")] == [400, 200]
+        (stored,) = fake.commands
+        assert (stored["integration_types"], stored["contexts"]) == ([0], [0, 1])
+        assert "enable User Install" in caplog.text
+        with pytest.raises(ValueError, match="would not deliver"):
+            await fake.dispatch("INTERACTION_CREATE", ask("group_dm"))
+
+
 @pytest.mark.parametrize("private", [True, False], ids=["private", "public"])
 async def test_ask_in_a_group_dm_is_answered_through_the_interaction_only(start: Any, private: bool) -> None:
     bot = await start()

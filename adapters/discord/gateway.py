@@ -186,8 +186,26 @@ class DiscordAdapter:
     async def on_ready(self) -> None:
         if not self._synced:  # once per process, not on every reconnect
             self._synced = True
-            commands = await self.tree.sync()
+            commands = await self._sync()
             log.info("Discord ready as %s; %d slash command group(s) synced", self.client.user, len(commands))
+
+    async def _sync(self) -> list[app_commands.AppCommand]:
+        """Register /advisor for guild and user installs; if Discord refuses the user install (the app does
+        not offer it: Developer Portal > Installation), register it for servers and the bot's DM only."""
+        try:
+            return await self.tree.sync()
+        except discord.HTTPException as exc:
+            if exc.status != 400 or "integration_types" not in str(exc):
+                raise
+        log.warning(
+            "Discord refused /advisor for user installs; enable User Install under Installation in the Developer "
+            "Portal. Registered for servers and the bot's DM only."
+        )
+        group = self.tree.get_command("advisor")
+        assert isinstance(group, app_commands.Group)
+        group.allowed_installs = app_commands.AppInstallationType(guild=True)
+        group.allowed_contexts = app_commands.AppCommandContext(guild=True, dm_channel=True)
+        return await self.tree.sync()
 
     def _ignore(self, reason: str) -> None:
         log.debug("not answering: %s", reason)
