@@ -7,6 +7,7 @@ unprefixed; the prefixed spelling works for them too.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -59,6 +60,40 @@ def parse_safety_actions(value: str) -> dict[str, str]:
             raise ValueError(f"unknown action {action!r} for {category}; expected one of {', '.join(MODERATION_ACTIONS)}")
         actions[category] = action
     return actions
+
+
+# Questions the bundled sample knowledge base (retrieval/sample_kb) answers; set your own for another one.
+DEFAULT_ASSISTANT_PROMPTS = (
+    "How big should my emergency fund be?|Which debt should I pay off first?|"
+    "How do I make a budget I can stick to?|What matters most for my credit score?"
+)
+MAX_ASSISTANT_PROMPTS = 4  # assistant.threads.setSuggestedPrompts takes up to four
+
+
+def parse_assistant_prompts(value: str) -> list[dict[str, str]]:
+    """`q1|q2|...` or a JSON list of questions or {"title", "message"} objects, as [{"title", "message"}];
+    ValueError naming the problem (none, more than four, an empty or malformed prompt)."""
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a valid JSON list: {exc.msg}") from None
+    else:
+        items = text.split("|") if text else []
+    if not 1 <= len(items) <= MAX_ASSISTANT_PROMPTS:
+        raise ValueError(f"expected 1 to {MAX_ASSISTANT_PROMPTS} prompts (Slack shows at most four), got {len(items)}")
+    prompts = []
+    for number, item in enumerate(items, start=1):
+        if isinstance(item, str):
+            item = {"title": item, "message": item}
+        if not isinstance(item, dict) or set(item) - {"title", "message"}:
+            raise ValueError(f"prompt {number}: expected a question or an object with title and message")
+        title, message = (str(item.get(key) or "").strip() for key in ("title", "message"))
+        if not title or not message:
+            raise ValueError(f"prompt {number} is empty (every prompt needs a title and a message)")
+        prompts.append({"title": title, "message": message})
+    return prompts
 
 
 def _split_commas(value: Any) -> Any:
@@ -279,8 +314,27 @@ class SlackSettings(_Group):
     api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL (a proxy, or a test server)")
     follow_threads: bool = Field(True, description="answer replies in a thread the bot answered, without a mention")
     bot_allowlist: CommaList = Field(default_factory=list, description="bot ids the bot answers")
+    native_streaming: bool = Field(
+        True, description="stream answers with chat.startStream/appendStream/stopStream where the workspace can"
+    )
+    assistant_prompts: str = Field(
+        DEFAULT_ASSISTANT_PROMPTS,
+        description="the assistant's suggested prompts, 1 to 4: questions separated by |, or a JSON list of "
+        'questions or {"title", "message"} objects',
+    )
 
     _split = field_validator("bot_allowlist", mode="before")(_split_commas)
+
+    @field_validator("assistant_prompts")
+    @classmethod
+    def _assistant_prompts(cls, value: str) -> str:
+        parse_assistant_prompts(value)
+        return value
+
+    @property
+    def suggested_prompts(self) -> list[dict[str, str]]:
+        """The assistant's suggested prompts as Slack takes them: [{"title", "message"}] (1 to 4)."""
+        return parse_assistant_prompts(self.assistant_prompts)
 
     @field_validator("bot_token")
     @classmethod

@@ -35,8 +35,11 @@ from adapters.ops_http import CountingRateLimitHandler
 from adapters.progress import ReindexProgress
 from adapters.render import SHOWN_NOTICES
 from adapters.slack import quiet
-from adapters.slack.format import FEEDBACK_DOWN, FEEDBACK_UP, answer_messages, sources_text
-from adapters.slack.writer import PLACEHOLDER, AnswerWriter, ChannelPacer, Message, error_code
+from adapters.slack.assistant import AssistantSurface, AssistantTurn
+from adapters.slack.format import FEEDBACK_DOWN, FEEDBACK_NATIVE, FEEDBACK_UP, Answer, answer_messages, feedback_of
+from adapters.slack.format import sources_text
+from adapters.slack.native_stream import NativeWriter, Streams
+from adapters.slack.writer import PLACEHOLDER, AnswerWriter, ChannelPacer, error_code
 from bot.ops import metrics
 from bot.ops.admin import Admin, AdminError
 from bot.ops.alerts import alert_channel, alert_text, undelivered_text
@@ -185,6 +188,8 @@ class SlackAdapter:
         # replace the placeholder at once instead of a second later
         self.pacer = ChannelPacer(update_interval)
         self.edits = pacing.Pacer(edit_limit, edit_window, update_interval)
+        # native streaming (chat.startStream...) where the workspace has it; its budgets use the same minute
+        self.streams = Streams(slack.native_streaming, window=edit_window, min_interval=update_interval)
         self.ignored: deque[str] = deque(maxlen=100)  # recent reasons for not answering (simulate reads them)
         self.follow_threads = slack.follow_threads
         self.allowlist = slack.bot_allowlist
@@ -200,6 +205,7 @@ class SlackAdapter:
             ignoring_self_events_enabled=False,  # skip_reason handles them, and says so
             **kwargs,
         )
+        self.assistant = AssistantSurface(self, slack.suggested_prompts)  # the AI app split view
         self._register()
 
     @staticmethod
@@ -213,11 +219,13 @@ class SlackAdapter:
 
     def _register(self) -> None:
         app = self.app
+        app.assistant(self.assistant.middleware)  # assistant threads first; other DMs fall through to _on_message
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
         app.command("/advisor")(self._on_command)
         app.action(FEEDBACK_UP)(self._on_feedback)
         app.action(FEEDBACK_DOWN)(self._on_feedback)
+        app.action(FEEDBACK_NATIVE)(self._on_feedback)  # Slack's feedback_buttons under a streamed answer
         app.error(self._on_error)
 
     def _ignore(self, reason: str) -> None:
@@ -281,6 +289,8 @@ class SlackAdapter:
             self.ignored.append(f"duplicate delivery of message {ts} in {channel}")
             return
         work = {"event": event, "team_id": body.get("team_id"), "thread_ts": thread_ts, "bot_user_id": bot_user_id}
+        if thread_ts and self.assistant.is_thread(event):
+            work["assistant"] = True  # journalled: a process taking it over sets the status too
         if self.journal is not None:
             await self.journal.begin(key, work)
         await self._work(key, work)
@@ -315,31 +325,66 @@ class SlackAdapter:
         self, message: IncomingMessage, channel: str, thread_ts: str | None, key: str = "", work: dict[str, Any] | None = None
     ) -> bool:
         """Answer `message` in the channel (thread); False if the answer could not all be shown."""
+        assistant = await self._assistant_turn(message, channel, thread_ts, work)
         with self.edits.answer(message.workspace) as paced:
-            writer = AnswerWriter(
+            fallback = AnswerWriter(
                 self.client, self._preview_client, self.pacer, self.edits, paced, message.workspace, channel, thread_ts
             )
+            writer = self.streams.writer(fallback, thread_ts, message.author, message.workspace, self._remember(key, work))
+
+            async def start() -> None:
+                if await writer.start() and work is not None and self.journal is not None:
+                    await self.journal.update(key, {**work, "placeholder": writer.ts})
+
             if work and work.get("placeholder"):  # taken over: the placeholder is already on screen
                 writer.ts = work["placeholder"]
-            elif await writer.start() and work is not None and self.journal is not None:
-                await self.journal.update(key, {**work, "placeholder": writer.ts})
-            messages, final = await self._compose(message, writer)
-            delivered = await writer.finish(messages)
+            elif work and work.get("stream"):  # taken over: its native streams are stopped and rewritten
+                await writer.adopt(work)
+            elif assistant is None:
+                await start()
+            # in an assistant thread the status shows until the first text: a placeholder would clear it
+            answer, final = await self._compose(message, writer, start if assistant and writer.ts is None else None)
+            delivered = await writer.finish(answer)
+        if assistant is not None:
+            await assistant.end()
         where = f"<#{channel}> (thread {thread_ts or message.message_id})"
+        if assistant is not None and assistant.viewing:
+            where += f", assistant thread while viewing <#{assistant.viewing}>"
         if not delivered:
             await self._undelivered(message, where, writer.failures)
         elif final is not None:
             await self._alert_admins(final, message, where)
         return delivered
 
-    async def _compose(self, message: IncomingMessage, writer: AnswerWriter) -> tuple[list[Message], Final | None]:
-        """Run the engine, previewing the text as it comes: the final's messages, or SORRY if it failed."""
+    async def _assistant_turn(
+        self, message: IncomingMessage, channel: str, thread_ts: str | None, work: dict[str, Any] | None
+    ) -> AssistantTurn | None:
+        """In an assistant thread: its title (first question) and status set, else None."""
+        if not (work and work.get("assistant") and thread_ts):
+            return None
+        turn = self.assistant.turn(channel, thread_ts)
+        try:
+            first = not any(t.role == "user" for t in await self.engine.memory.history(str(message.conversation)))
+        except Exception:  # memory down: no title this time; the engine reports the outage itself
+            log.warning("could not read the history of an assistant thread in %s", channel)
+            first = False
+        await turn.begin(message.text, first)
+        return turn
+
+    async def _compose(
+        self, message: IncomingMessage, writer: NativeWriter, first_text: Callable[[], Awaitable[None]] | None = None
+    ) -> tuple[Answer, Final | None]:
+        """Run the engine, previewing the text as it comes: the final's messages, or SORRY if it failed.
+        `first_text` runs before the first text is shown (an assistant thread's deferred placeholder)."""
         streamed = ""
         final: Final | None = None
         notices: list[Notice] = []
         try:
             async for event in self.engine.answer(message):
                 if isinstance(event, TextDelta):
+                    if first_text is not None:
+                        await first_text()
+                        first_text = None
                     streamed += event.text
                     await writer.preview(streamed)
                 elif isinstance(event, Notice) and event.kind in SHOWN_NOTICES:
@@ -348,10 +393,20 @@ class SlackAdapter:
                     final = event
         except Exception:  # a bug or an outage inside the engine: say so instead of "Thinking…" forever
             log.exception("answering %s failed", message.message_id)
-            return [(SORRY, None)], None
+            return Answer(SORRY, plain=True), None
         assert final is not None
         text = "\n\n".join([*(f"_{n.text}_" for n in notices), final.text]) if notices else final.text
-        return list(answer_messages(text, final.citations, final.turn_id)), final
+        return Answer(text, final.citations, final.turn_id), final
+
+    def _remember(self, key: str, work: dict[str, Any] | None) -> Callable[[dict[str, Any]], Awaitable[None]] | None:
+        """Keeps what the answer has on screen (its streams' ts) in the journal, for a takeover."""
+        if work is None or self.journal is None:
+            return None
+
+        async def remember(entry: dict[str, Any]) -> None:
+            await self.journal.update(key, {**work, **entry})
+
+        return remember
 
     async def _undelivered(self, message: IncomingMessage, where: str, failures: list[str]) -> None:
         """No write could show (all of) the answer: a log line, a metric and an admin alert, never silence."""
@@ -461,11 +516,11 @@ class SlackAdapter:
     async def _on_feedback(self, ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()
         action = (body.get("actions") or [{}])[0]
-        value = 1 if action.get("action_id") == FEEDBACK_UP else -1
+        turn, value = feedback_of(action) or ("", -1)
         channel, user = (body.get("channel") or {}).get("id", ""), (body.get("user") or {}).get("id", "")
         reply = _Reply(self.client, respond, channel, user)
         try:
-            stored = await self.engine.record_feedback(action.get("value", ""), value)
+            stored = await self.engine.record_feedback(turn, value)
         except Exception:  # memory down: the click is not lost silently
             log.exception("storing feedback failed")
             await reply("Sorry, I couldn't record that just now. Please try again in a moment.")

@@ -41,6 +41,8 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from tests.harness.loopback import LoopbackServer
+from tests.harness.slack_assistant_api import BOT_SCOPES, AssistantError, AssistantThread, AssistantThreads
+from tests.harness.slack_stream_api import Streaming, valid_context_actions
 from tests.harness.slack_payloads import API_APP_ID, FORM_CONTENT_TYPE, TEAM_DOMAIN, decode_form, new_ts, sign
 
 Json = dict[str, Any]
@@ -89,6 +91,13 @@ SLACK_LIMITS: Mapping[str, tuple[Limit, ...]] = {
     "users.info": (TIER_4,),
     "reactions.add": (TIER_3,),
     "apps.connections.open": (TIER_1,),
+    # native streaming (docs.slack.dev/reference/methods/chat.*Stream): start and stop Tier 2, append Tier 4
+    "chat.startStream": (TIER_2,),
+    "chat.appendStream": (TIER_4,),
+    "chat.stopStream": (TIER_2,),
+    # assistant.threads.setStatus: "special rate limits apply", figure not published (none set here)
+    "assistant.threads.setTitle": (TIER_4,),
+    "assistant.threads.setSuggestedPrompts": (TIER_4,),
 }
 
 
@@ -202,6 +211,10 @@ def validate_blocks(raw: Any) -> list[Json]:
         }
         if kind in too_long and too_long[kind](block):
             raise SlackError("invalid_blocks")
+        if kind == "context_actions" and not valid_context_actions(block):
+            raise SlackError("invalid_blocks")
+        if kind == "actions" and any(e.get("type") == "feedback_buttons" for e in block.get("elements") or []):
+            raise SlackError("invalid_blocks")  # feedback_buttons belong in context_actions only
     return blocks
 
 
@@ -219,6 +232,7 @@ class FakeSlack(LoopbackServer):
         limits: Mapping[str, tuple[Limit, ...]] | None = None,
         time_scale: float = 1.0,
         ack_deadline: float = ACK_DEADLINE,
+        streaming: bool = False,
     ) -> None:
         """`strict`: enforce `limits` (default `SLACK_LIMITS`; without strict, `limits` alone turns them
         on). `time_scale` multiplies every limit's window and the redelivery delays (0.05: a minute
@@ -266,6 +280,14 @@ class FakeSlack(LoopbackServer):
             "reactions.add": self._reactions_add,
             "apps.connections.open": self._connections_open,
         }
+        self.scopes: set[str] = set(BOT_SCOPES)  # the bot token's scopes (take some away to test missing_scope)
+        self.assistant = AssistantThreads(
+            lambda: self.scopes, lambda channel: channel in self._channels, lambda c, ts: ts in self._channels.get(c, {})
+        )
+        self._methods.update(self.assistant.methods())
+        # chat.startStream / appendStream / stopStream; off (unknown_method, as before they existed) unless `streaming`
+        self.streaming = Streaming(self, enabled=streaming)
+        self._methods.update(self.streaming.methods())
 
     async def __aenter__(self) -> Self:
         self._socket_changed = asyncio.Condition()
@@ -304,9 +326,10 @@ class FakeSlack(LoopbackServer):
         kind "rate_limited": HTTP 429, Retry-After (kw retry_after, default 1 s; sent as whole seconds,
         rounded up, because slack_sdk int()s the header), body {"ok": false, "error": "ratelimited"};
         "error": HTTP 200 {"ok": false, "error": kw error}; "server_error": HTTP 500
-        {"ok": false, "error": "internal_error"}; "slow": answered as usual after kw seconds.
+        {"ok": false, "error": "internal_error"} (kw applied=True: the call is carried out first, as a
+        5xx may be); "slow": answered as usual after kw seconds.
         """
-        allowed = {"rate_limited": {"retry_after"}, "error": {"error"}, "server_error": set(), "slow": {"seconds"}}
+        allowed = {"rate_limited": {"retry_after"}, "error": {"error"}, "server_error": {"applied"}, "slow": {"seconds"}}
         if kind not in get_args(FaultKind):
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {list(get_args(FaultKind))}")
         if set(kw) - allowed[kind]:
@@ -316,6 +339,11 @@ class FakeSlack(LoopbackServer):
         if times < 1:
             raise ValueError("times must be at least 1")
         self._faults.append(_Fault(method, kind, times, kw, channel))
+
+    def refuse_streaming(self, team: str | None = None, error: str = "unknown_method") -> None:
+        """Workspace `team` (default this fake's) answers every streaming method with `error`
+        (unknown_method, not_allowed, method_deprecated, ...), as one without the feature does."""
+        self.streaming.refused[team or self.team_id] = error
 
     def response_url(self) -> str:
         """A fresh response_url pointing at this server; posts to it land in `calls` as method "response_url"."""
@@ -338,6 +366,23 @@ class FakeSlack(LoopbackServer):
             stored["type"] = "message"
         self._channels.setdefault(channel, {})[stored["ts"]] = stored
         return copy.deepcopy(stored)
+
+    def open_assistant_thread(self, user: str = "U1", channel: str = "D1", context_channel: str | None = "C1", **more: Any) -> Json:
+        """A user opens the assistant container: its root message (subtype assistant_app_thread) is stored
+        and the thread registered; the assistant_thread_started body Slack then sends is returned
+        (`more`: thread_ts, event_id, team, bot_user_id of the builder)."""
+        from tests.harness import slack_payloads as sp
+
+        body = sp.assistant_thread_started(user, channel, context_channel, bot_user_id=more.pop("bot_user_id", self.bot_user_id), **more)
+        thread = body["event"]["assistant_thread"]
+        root = {"type": "message", "subtype": "assistant_app_thread", "user": self.bot_user_id, "text": "", "ts": thread["thread_ts"]}
+        self._channels.setdefault(channel, {})[thread["thread_ts"]] = root
+        self.assistant.open(channel, thread["thread_ts"], user, thread["context"])
+        return body
+
+    def assistant_thread(self, channel: str, thread_ts: str) -> AssistantThread:
+        """What the user sees of an assistant thread: status, title, suggested prompts (KeyError if none)."""
+        return self.assistant.threads[(channel, thread_ts)]
 
     def thread(self, channel: str, thread_ts: str) -> list[Json]:
         """The thread's messages (parent first, then replies by ts), as conversations.replies returns them."""
@@ -464,7 +509,7 @@ class FakeSlack(LoopbackServer):
         fault = self._take_fault(method, call["args"].get("channel"))
         if fault is not None and fault.kind == "slow":
             await asyncio.sleep(float(fault.options.get("seconds", 1.0)))
-        elif fault is not None:
+        elif fault is not None and not fault.options.get("applied"):
             return self._fault_response(fault)
         try:
             if call.get("invalid_json"):
@@ -472,9 +517,12 @@ class FakeSlack(LoopbackServer):
             token = self._authorise(method, request, call["args"])
             if (limited := self._rate_limit(method, token, call)) is not None:
                 return limited
-            return _json(self._methods[method](call["args"], token))
+            answer = self._methods[method](call["args"], token)
+            return self._fault_response(fault) if fault is not None and fault.options.get("applied") else _json(answer)
         except SlackError as error:
             return _json({"ok": False, "error": error.code})
+        except AssistantError as error:
+            return _json({"ok": False, "error": error.code, **error.extra})
 
     # ----- rate limits -----------------------------------------------------------------------------
 
@@ -740,6 +788,7 @@ class FakeSlack(LoopbackServer):
         if args.get("metadata") is not None:
             message["metadata"] = _maybe_json(args["metadata"])
         self._channels.setdefault(channel, {})[message["ts"]] = message
+        self.assistant.posted(channel, message.get("thread_ts"))
         return {"ok": True, "channel": channel, "ts": message["ts"], "message": copy.deepcopy(message)}
 
     def _own_message(self, args: Json, forbidden: str) -> tuple[str, Json]:
@@ -754,6 +803,8 @@ class FakeSlack(LoopbackServer):
 
     def _update(self, args: Json, token: str) -> Json:
         channel, message = self._own_message(args, "cant_update_message")
+        if self.streaming.streaming(channel, message["ts"]):  # measured by others; undocumented
+            raise SlackError("streaming_state_conflict")
         if args.get("text") is None and args.get("blocks") is None and args.get("attachments") is None:
             raise SlackError("no_text")
         content = self._content({"text": message.get("text", ""), **args})
@@ -772,6 +823,8 @@ class FakeSlack(LoopbackServer):
 
     def _delete(self, args: Json, token: str) -> Json:
         channel, message = self._own_message(args, "cant_delete_message")
+        if self.streaming.streaming(channel, message["ts"]):  # measured by others; undocumented
+            raise SlackError("cant_delete_message")
         del self._channels[channel][message["ts"]]
         return {"ok": True, "channel": channel, "ts": message["ts"]}
 
