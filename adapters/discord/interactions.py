@@ -20,6 +20,10 @@ edited (deleted; the 15-minute token expired) the text goes as follow-ups, else 
 else a log line, a metric and an admin alert (ADVISOR_SAFETY_ALERT_CHANNEL, with DISCORD_TOKEN): never
 silence. Interaction ids are de-duplicated: a re-delivery gets the first delivery's response and runs
 nothing. Tokens are never logged.
+
+Through a user install (a group DM, a DM between people, a server without the bot; adapters/discord/installs.py)
+the same answers go through the same webhook; `reindex` is refused there, and Manage Server from a server
+the bot is not installed to does not make an admin.
 """
 
 from __future__ import annotations
