@@ -5,6 +5,7 @@ assistant.threads.* arguments, scopes and threads), the real engine, and `adviso
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 import time
 from collections.abc import Callable
@@ -389,3 +390,43 @@ def test_the_manifest_declares_the_assistant_surface() -> None:
     assert "assistant:write" in manifest["oauth_config"]["scopes"]["bot"]
     events = manifest["settings"]["event_subscriptions"]["bot_events"]
     assert {"assistant_thread_started", "assistant_thread_context_changed", "message.im"} <= set(events)
+
+
+async def test_a_strict_exchange_acks_in_time_and_logs_no_user_text(
+    stack: Stack, configure: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Against the strict fake (rate limits on, Slack's 3 s ack deadline and redeliveries), every logger at
+    DEBUG through a thread's start, a context change, two questions (one over Socket Mode) and a
+    refused status: each delivery acked in time, once, and the user's words in no record."""
+    secret_words = "Quokka-zebra-4711"
+    caplog.set_level(logging.DEBUG)
+    async with FakeSlack(strict=True) as strict:
+        settings = load_settings(None)
+        harness = await stack.slack_door(stack.engine(settings), settings, strict, SECRET, update_interval=0.05)
+        started = strict.open_assistant_thread()
+        channel, thread_ts = thread_of(started)
+        assert (await strict.deliver(harness.url, started, SECRET)).acked
+        changed = sp.assistant_thread_context_changed(thread_ts, "C2")
+        assert (await strict.deliver(harness.url, changed, SECRET)).acked
+        strict.fail_next("assistant.threads.setStatus", "error", error="invalid_thread_ts")
+        question = sp.assistant_message(f"{secret_words} how big should my emergency fund be?", thread_ts)
+        assert (await strict.deliver(harness.url, question, SECRET)).acked
+        await until(lambda: answers_in(harness, thread_ts), 20)
+        handler = harness.adapter.socket_mode("xapp-1-test")
+        await handler.connect_async()
+        try:
+            follow = sp.socket_envelope(sp.assistant_message(f"{secret_words} and where do I keep it?", thread_ts))
+            assert (await strict.deliver_socket(follow)).acked
+            await until(lambda: len(answers_in(harness, thread_ts)) == 2, 20)
+        finally:
+            await handler.close_async()
+        assert all(d.retries == 0 for d in strict.deliveries)
+        assert strict.assistant_thread(channel, thread_ts).title.startswith(secret_words)  # shown to the user only
+        await until(lambda: strict.assistant_thread(channel, thread_ts).statuses[-1:] == [""])
+    leaks = [
+        (r.name, r.getMessage()[:200])
+        for r in caplog.records
+        if not r.name.startswith("tests.") and secret_words.lower() in f"{r.getMessage()} {r.exc_text or ''}".lower()
+    ]
+    assert leaks == []
+    assert any(r.name.startswith("slack_bolt") for r in caplog.records)
