@@ -430,3 +430,17 @@ async def test_a_strict_exchange_acks_in_time_and_logs_no_user_text(
     ]
     assert leaks == []
     assert any(r.name.startswith("slack_bolt") for r in caplog.records)
+
+
+def test_the_event_builders_have_the_documented_shapes() -> None:
+    """The keys of docs.slack.dev/reference/events/assistant_thread_started (and _context_changed, the same
+    assistant_thread) and of a message.im in an assistant thread as Slack delivers it."""
+    for body in (sp.assistant_thread_started(), sp.assistant_thread_context_changed("1.000001", "C2")):
+        event = body["event"]
+        assert set(event) == {"type", "assistant_thread", "event_ts"} and body["type"] == "event_callback"
+        assert set(event["assistant_thread"]) == {"user_id", "context", "channel_id", "thread_ts"}
+        assert set(event["assistant_thread"]["context"]) == {"channel_id", "team_id", "enterprise_id"}
+    assert sp.assistant_thread_started(context_channel=None)["event"]["assistant_thread"]["context"] == {}
+    message = sp.assistant_message("hi", "1.000001")["event"]
+    assert (message["channel_type"], message["thread_ts"], message["parent_user_id"]) == ("im", "1.000001", "UBOT")
+    assert set(message["assistant_thread"]) == {"action_token"}
