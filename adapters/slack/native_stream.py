@@ -308,6 +308,8 @@ class NativeWriter:
 
     async def _conclude(self, rest: str, answer: Answer) -> bool:
         """The rest of the text and the closing blocks in the stop (through new parts if it is long)."""
+        if self.open is None:
+            return False
         while self.in_part + len(rest) > STREAM_LIMIT:
             cut = _cut(rest, STREAM_LIMIT - self.in_part)
             if not await self._stop(rest[:cut], None):
