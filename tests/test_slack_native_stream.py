@@ -428,3 +428,23 @@ async def test_a_stream_slack_ended_mid_answer_is_rewritten_with_the_whole_answe
     assert message["ts"] == started["ts"] and message["text"].count(PARAGRAPH[:40]) == ANSWER.count(PARAGRAPH[:40])
     assert [b["type"] for b in message["blocks"]][-2:] == ["context", "context_actions"]
     assert len(args_of(fake, "chat.update")) == 1 and not fake.calls_to("chat.postMessage")
+
+
+async def test_answers_past_the_stream_budget_go_through_chat_update_without_a_429(
+    stack: Stack, settings: Settings, fake: FakeSlack, model: FakeOpenAI
+) -> None:
+    """chat.startStream is Tier 2 (20 a minute): 18 streams open, the other answers take chat.update."""
+    harness = await door(stack, settings, fake, model)
+    bodies = [sp.app_mention(f"{QUESTION} ({n})", channel=f"C{n:02d}") for n in range(22)]
+    await asyncio.gather(*(harness.post(body) for body in bodies))
+
+    def finals() -> list[dict[str, Any]]:
+        done = [bot_messages(fake, b) for b in bodies]
+        return done if all(m and m[-1].get("blocks") for m in done) and not harness.adapter._working else []
+
+    done = await until(finals, 30)
+    assert not fake.limited  # no 429 anywhere
+    assert len(args_of(fake, "chat.startStream")) == 18
+    kinds = sorted(messages[-1]["blocks"][-1]["type"] for messages in done)
+    assert kinds == ["actions"] * 4 + ["context_actions"] * 18  # our own buttons on the chat.update path
+    assert all(len(messages) == 1 for messages in done)
