@@ -11,8 +11,9 @@ rest and the harm categories against everything else are one-hidden-layer networ
 dev sets in tests/data they caught 5 to 10 points more than a linear head at the same false
 alarms); concern against the rest is a logistic regression. The crisis threshold
 (CRISIS_THRESHOLD) and the harm flag (HARM_FLAG in bot/safety/semantic.py) were chosen on the
-dev sets in tests/data (safety_dev, safety_fresh, safety_dev_v2), never on the held-out split
-in bot/safety/data/heldout. A rebuild takes about two minutes on two cores.
+dev sets in tests/data (safety_dev, safety_fresh, safety_dev_v2, safety_dev_v3: 0.5 was the
+highest crisis threshold with 95% recall on them pooled, at 3.0% false alarms), never on the
+held-out split in bot/safety/data/heldout. A rebuild takes about two minutes on two cores.
 
 `--check` exits 1 when the shipped head was not built from the bank as it is now (a bank
 edited without rebuilding the head): it compares the bank's digest, and needs no rebuild.
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from bot.safety.semantic import BANK_DIR, HARM_LABELS, HEAD_PATH, read_bank  # noqa: E402
 from retrieval.embedders import OnnxMiniLMEmbedder  # noqa: E402
 
-CRISIS_THRESHOLD = 0.7
+CRISIS_THRESHOLD = 0.5
 CONCERN_THRESHOLD = 0.8
 HIDDEN_UNITS = 128
 HIDDEN_ALPHA = 0.1  # L2 penalty; 0.05 to 0.3 were tried on the dev sets

@@ -456,6 +456,18 @@ RULES: tuple[_Rule, ...] = (
         r"\b(?:carbon monoxide|exhaust fumes|helium|charcoal|hanging|a noose)\b(?: \w+){0,6} "
         r"(?:kill (?:myself|yourself|me)|suicide|painful|take to die)\b",
     ),
+    _rule(  # the methods asked for outright, and a method's details asked for a story or someone else
+        "method_seeking", "strong", "none",
+        r"\b(?:rank|list|name|tell me|give me|show me|what are|what is|whats|which are|explain|compare)\b(?: \w+){0,4} "
+        r"(?:suicide|self harm) (?:methods?|techniques?|options)\b",
+        r"\b(?:painless|painlessly|quick|quickest|fast|fastest|easy|easiest|best|surest|reliable|most reliable|"
+        r"effective|most effective|certain) (?:way|ways|method|methods) (?:for|of) (?:suicide|self harm)\b",
+        r"\b(?:kill(?:s|ed|ing)? (?:herself|himself|themselves|themself)|commits? suicide|hangs? (?:herself|himself|themselves)|"
+        r"overdoses? on)\b[^.?!]{0,100}[.?!]?[^.?!]{0,60}\b(?:what exactly (?:would|does|do|did|should|could) "
+        r"(?:she|he|they|it|someone|a person|the character|my character) (?:need|have to|take|use|do)|"
+        r"exactly how (?:much|many|to|long|would|does|do)|how exactly (?:would|does|do|could|should|to)|"
+        r"be specific|step by step|what would (?:she|he|they) need|how much would|how many would|what dose)\b",
+    ),
     _rule(  # how people do it, in chat shorthand too
         "method_seeking", "strong", "none",
         r"\bhow (?:do|did|does|would|can|could) (?:people|ppl|someone|somebody|you|u|one|i) (?:hang|kill|shoot|drown|poison|"
@@ -489,7 +501,13 @@ RULES: tuple[_Rule, ...] = (
         r"\b(?:bought|buying|got|getting|have) (?:a |some )?(?:rope|gun|pistol|firearm|razor blades?|blades?)"
         r"(?: \w+){0,5} (?:to use on myself|to kill|to end|to do it|on myself|planning to use it)\b",
     ),
-    _rule("farewell_note", "strong", "any", r"\b(?:suicide|goodbye|farewell) (?:note|letter|message)s?\b"),
+    _rule(  # not a card for someone who leaves: "a farewell message for my retiring colleague"
+        "farewell_note", "strong", "any",
+        r"\bsuicide (?:note|letter|message)s?\b",
+        r"\b(?:goodbye|farewell) (?:note|letter|message)s?\b(?! (?:for|to) (?:my |our |a |the |his |her |their )?"
+        r"(?:\w+ ){0,2}(?:colleague|coworker|co worker|boss|manager|team|teacher|student|class|neighbou?r|friend|"
+        r"client|customer|staff|employee|intern|mentor|tenant)s?\b)",
+    ),
     _rule(
         "farewell_note", "strong", "none",
         r"\bby the time (?:you|anyone|someone|somebody|they) (?:read|reads|see|sees|find|finds) this\b",
