@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -25,6 +24,8 @@ from tests.harness.openai_server import FakeOpenAI
 from tests.harness.slack_api import FakeSlack
 from tests.harness.slack_stream_api import MARKDOWN_TEXT_LIMIT
 from tests.harness.stack import SlackDoor, Stack, openai_client, until
+
+pytest_plugins = ["conftest_redis"]
 
 SECRET = "native-stream-secret"
 SCALE = 0.05  # a minute of Slack's limits lasts 3 s here
@@ -279,69 +280,31 @@ async def test_a_5xx_mid_stream_leaves_the_answer_once(
 # -- takeover --------------------------------------------------------------------------------------------
 
 
-class MemoryJournal:
-    """The WorkJournal interface in memory, shared by two adapters standing for two processes: an entry
-    whose lease is not renewed (its process died) is taken over by the other's watch."""
-
-    def __init__(self, lease: float = 0.3) -> None:
-        self.lease = lease
-        self.entries: dict[str, tuple[dict[str, Any], float]] = {}
-
-    async def begin(self, key: str, work: dict[str, Any]) -> None:
-        self.entries[key] = (work, time.monotonic() + self.lease)
-
-    async def update(self, key: str, work: dict[str, Any]) -> None:
-        self.entries[key] = (work, time.monotonic() + self.lease)
-
-    async def finish(self, key: str) -> None:
-        self.entries.pop(key, None)
-
-    async def pending(self) -> int:
-        return len(self.entries)
-
-    async def watch(
-        self,
-        working: Callable[[], Iterable[str]],
-        resume: Callable[[str, dict[str, Any]], Awaitable[None]],
-        paused: Callable[[], bool] = lambda: False,
-        interval: float | None = None,
-    ) -> None:
-        tasks: set[asyncio.Task[None]] = set()
-        while True:
-            now = time.monotonic()
-            for key in working():
-                if key in self.entries:
-                    self.entries[key] = (self.entries[key][0], now + self.lease)
-            for key, (work, until_) in list(self.entries.items()):
-                if until_ < now and not paused():
-                    self.entries[key] = (work, now + self.lease)
-                    task = asyncio.create_task(resume(key, work))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-            await asyncio.sleep(interval or self.lease / 3)
-
-
 async def test_a_stream_left_by_a_process_that_died_is_stopped_and_finished_by_another(
-    stack: Stack, settings: Settings, fake: FakeSlack, model: FakeOpenAI
+    stack: Stack, settings: Settings, fake: FakeSlack, model: FakeOpenAI, shared: Callable[[], Any]
 ) -> None:
+    """Two processes on one real Redis (the work journal's lease is 1 s): the second takes over."""
     model.chunk_delay = 0.05  # about two seconds of streaming: the crash comes mid-answer
-    journal = MemoryJournal()
-    first = await door(stack, settings, fake, model, journal=journal)
+    first_state, second_state = await shared(), await shared()
+    first = await door(stack, settings, fake, model, dedupe=first_state.dedupe, journal=first_state.journal("slack"))
     mention = sp.app_mention(QUESTION)
     await first.post(mention)
     await until(lambda: args_of(fake, "chat.appendStream"))
-    (key,) = journal.entries
-    assert journal.entries[key][0]["stream"] == [m["ts"] for m in bot_messages(fake, mention)]
     (task,) = [t for t in asyncio.all_tasks() if _runs_work(t)]
     task.cancel()  # the crash: the stream is left open, half an answer in it
     await asyncio.gather(task, return_exceptions=True)
     (ts,) = [m["ts"] for m in bot_messages(fake, mention)]
     assert fake.streaming.streaming("C1", ts)
 
-    second = await door(stack, settings, fake, model, journal=journal)
+    journal = second_state.journal("slack")
+    assert await journal.pending() == 1  # left unfinished
+    second = await door(stack, settings, fake, model, dedupe=second_state.dedupe, journal=journal)
     recovery = asyncio.create_task(second.adapter.recover(interval=0.05))
     try:
-        await until(lambda: not journal.entries and not second.adapter._working, 15)
+        await until(lambda: second.adapter._working == set() and len(args_of(fake, "chat.stopStream")) == 1, 15)
+        await until(lambda: [u for u in args_of(fake, "chat.update") if u.get("blocks")], 15)
+        await until(lambda: not second.adapter._working, 15)
+        assert await journal.pending() == 0
     finally:
         recovery.cancel()
         await asyncio.gather(recovery, return_exceptions=True)
