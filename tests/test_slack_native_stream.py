@@ -165,13 +165,16 @@ async def test_a_feedback_buttons_click_is_stored_with_the_turn(
     assert [(t.role, t.feedback) for t in turns] == [("user", None), ("assistant", stored)]
 
 
+@pytest.mark.parametrize("piece", [400, 30_000], ids=["in-pieces", "in-one-piece"])
 async def test_a_long_answer_goes_on_in_new_streams_under_the_first(
-    stack: Stack, setenv: Callable[..., None], settings: Settings, fake: FakeSlack, model: FakeOpenAI
+    stack: Stack, setenv: Callable[..., None], settings: Settings, fake: FakeSlack, model: FakeOpenAI, piece: int
 ) -> None:
+    """In one piece: the text a slow reader gets at once (CI saw a 12,000-character part followed by a
+    1-character stop, msg_too_long, when the first preview held more than two parts)."""
     setenv(ADVISOR_ANSWER_MAX_TOKENS="32000")
     settings = load_settings(None)
     model.default_answer = "\n\n".join(f"{n}. {PARAGRAPH}" for n in range(300))  # about 27,000 characters
-    model.chunk_chars = 400
+    model.chunk_chars = piece
     model.chunk_delay = 0.0
     harness = await door(stack, settings, fake, model)
     mention = sp.app_mention(QUESTION)

@@ -216,7 +216,7 @@ class NativeWriter:
                 if await self._conclude(final[len(self.shown) :], answer):
                     return True
             elif not self.parts and not answer.plain:  # nothing streamed yet: the whole answer in one stream
-                opened = self.streams.starts.take(self.team) and await self._open(final[:STREAM_LIMIT])
+                opened = self.streams.starts.take(self.team) and await self._open(final[: _cut(final, STREAM_LIMIT)])
                 if opened and await self._conclude(final[len(self.shown) :], answer):
                     return True
             if not self.parts:  # never streamed: the chat.update path's final, as a new message
@@ -232,9 +232,9 @@ class NativeWriter:
         """Open the stream with the first text, or give the answer to the chat.update path."""
         if not self.streams.starts.take(self.team):
             log.info("the stream budget of %s is used up: this answer goes through chat.update", self.team)
-        elif await self._open(pending[:STREAM_LIMIT]):
-            if len(pending) > STREAM_LIMIT:
-                await self._append(pending[STREAM_LIMIT:])
+        elif await self._open(pending[: _cut(pending, STREAM_LIMIT)]):
+            if len(pending) > len(self.shown):
+                await self._append(pending[len(self.shown) :])
             return
         if not self.parts:
             self.native = False
@@ -293,35 +293,37 @@ class NativeWriter:
         self.in_part += len(pending)
 
     async def _roll(self, pending: str) -> None:
-        """The open part is full: stop it with what fits, and go on in a new stream under it."""
-        room = STREAM_LIMIT - self.in_part
-        cut = _cut(pending, room)
-        if not await self._stop(pending[:cut], None):
+        """The open part is full: stop it with what fits, go on in new streams under it, and append the rest."""
+        rest = await self._overflow(pending)
+        if rest is None:
             self.broken = True
-            return
-        self.shown += pending[:cut]
-        rest = pending[cut:]
-        if not await self._open(rest[:STREAM_LIMIT]):
-            self.broken = True
-        elif len(rest) > STREAM_LIMIT:
-            await self._append(rest[STREAM_LIMIT:])
+        elif rest:
+            await self._append(rest)
+
+    async def _overflow(self, text: str) -> str | None:
+        """Stop each full part with what fits of `text` and open the next with what follows, until the rest
+        fits the open part: that rest (not yet sent), or None if a call failed. Parts end at paragraph breaks
+        where there is one; any length of `text` works (a slow reader gets the model's text in big pieces)."""
+        while self.in_part + len(text) > STREAM_LIMIT:
+            cut = _cut(text, STREAM_LIMIT - self.in_part, started=self.in_part > 0)
+            if not await self._stop(text[:cut], None):
+                return None
+            self.shown += text[:cut]
+            text = text[cut:]
+            head = text[: _cut(text, STREAM_LIMIT)]
+            if not await self._open(head):
+                return None
+            text = text[len(head) :]
+        return text
 
     async def _conclude(self, rest: str, answer: Answer) -> bool:
         """The rest of the text and the closing blocks in the stop (through new parts if it is long)."""
         if self.open is None:
             return False
-        while self.in_part + len(rest) > STREAM_LIMIT:
-            cut = _cut(rest, STREAM_LIMIT - self.in_part)
-            if not await self._stop(rest[:cut], None):
-                return False
-            self.shown += rest[:cut]
-            rest = rest[cut:]
-            if not await self._open(rest[:STREAM_LIMIT]):
-                return False
-            rest = rest[STREAM_LIMIT:]
-        if not await self._stop(rest, answer.closing()):
+        last = await self._overflow(rest)
+        if last is None or not await self._stop(last, answer.closing()):
             return False
-        self.shown += rest
+        self.shown += last
         return True
 
     async def _stop(self, text: str, blocks: list[dict[str, Any]] | None) -> bool:
@@ -379,11 +381,19 @@ class NativeWriter:
         return code
 
 
-def _cut(text: str, room: int) -> int:
-    """Where to end a full part: the last paragraph break, else line break, else space within `room`."""
-    room = max(1, min(room, len(text)))
-    if room == len(text):
+def _cut(text: str, room: int, started: bool = False) -> int:
+    """Where to end a part: the last paragraph break, else line break, else space in the second half of
+    `room`. A part that holds text already (`started`) ends at the last break that fits, or as it is (0);
+    a new part, at `room` when there is no break."""
+    room = max(0, min(room, len(text)))
+    if room in (0, len(text)):
         return room
+    if started:
+        for mark in ("\n\n", "\n"):
+            at = text.rfind(mark, 0, room)
+            if at >= 0:
+                return at + len(mark)
+        return 0
     for mark in ("\n\n", "\n", " "):
         at = text.rfind(mark, 0, room)
         if at > room // 2:
