@@ -11,9 +11,12 @@ rest and the harm categories against everything else are one-hidden-layer networ
 dev sets in tests/data they caught 5 to 10 points more than a linear head at the same false
 alarms); concern against the rest is a logistic regression. The crisis threshold
 (CRISIS_THRESHOLD) and the harm flag (HARM_FLAG in bot/safety/semantic.py) were chosen on the
-dev sets in tests/data (safety_dev, safety_fresh, safety_dev_v2, safety_dev_v3: 0.5 was the
-highest crisis threshold with 95% recall on them pooled, at 3.0% false alarms), never on the
-held-out split in bot/safety/data/heldout. A rebuild takes about two minutes on two cores.
+dev sets in tests/data (safety_dev, safety_fresh, safety_dev_v2, safety_dev_v3, safety_dev_v4),
+never on the held-out split in bot/safety/data/heldout. The crisis head has a second view: a
+logistic regression over the words, word pairs and letter pieces of the text
+(bot/safety/lexical.py's `features`), whose p(crisis) is averaged with the network's; with it the
+threshold is 0.4 (pooled dev sets: 96.1% recall, 2.8% false alarms; v4 alone 93.0%, 3.0%). A
+rebuild takes about three minutes on two cores.
 
 `--check` exits 1 when the shipped head was not built from the bank as it is now (a bank
 edited without rebuilding the head): it compares the bank's digest, and needs no rebuild.
@@ -32,10 +35,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bot.safety.lexical import features  # noqa: E402
 from bot.safety.semantic import BANK_DIR, HARM_LABELS, HEAD_PATH, read_bank  # noqa: E402
 from retrieval.embedders import OnnxMiniLMEmbedder  # noqa: E402
 
-CRISIS_THRESHOLD = 0.5
+CRISIS_THRESHOLD = 0.4
+LEXICAL_C = 1.0  # the lexical view's inverse L2 penalty; 0.3 and 3 were tried on the dev sets
 CONCERN_THRESHOLD = 0.8
 HIDDEN_UNITS = 128
 HIDDEN_ALPHA = 0.1  # L2 penalty; 0.05 to 0.3 were tried on the dev sets
@@ -75,6 +80,7 @@ def build(embedder_model: OnnxMiniLMEmbedder) -> dict[str, np.ndarray]:
     harm = network()
     harm.fit(x, harm_y)  # type: ignore[attr-defined]
     return {
+        **lexical([text for _, text in rows], labels == "crisis"),
         **network_arrays("crisis", crisis),
         "crisis_threshold": np.float32(CRISIS_THRESHOLD),
         "concern_coef": concern.coef_.astype(np.float32), "concern_intercept": concern.intercept_.astype(np.float32),
@@ -84,6 +90,21 @@ def build(embedder_model: OnnxMiniLMEmbedder) -> dict[str, np.ndarray]:
         "embedder": np.array(embedder_model.name),
         "bank_sha256": np.array(bank_digest(rows)),
     }
+
+
+def lexical(texts: list[str], crisis: np.ndarray) -> dict[str, np.ndarray]:
+    """The crisis head's lexical view: features seen at least twice, binary, logistic regression."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = CountVectorizer(analyzer=features, binary=True, min_df=2)
+    model = LogisticRegression(C=LEXICAL_C, max_iter=5000)
+    model.fit(vectorizer.fit_transform(texts), crisis.astype(int))
+    coef = model.coef_[0]
+    kept = np.flatnonzero(np.abs(coef) >= 1e-4)  # features with no weight cost a look-up for nothing
+    vocabulary = vectorizer.get_feature_names_out()
+    return {"lexical_vocabulary": vocabulary[kept].astype(str), "lexical_coef": coef[kept].astype(np.float32),
+            "lexical_intercept": np.float32(model.intercept_[0])}
 
 
 def main() -> int:

@@ -14,7 +14,9 @@ the head cannot (another embedding model, a failure). One label per message:
 * ``none``.
 
 The embedding is the one retrieval uses for the same text (the embedder caches it), so the
-detector costs a matrix product per message, not a second embedding.
+detector costs a matrix product per message, not a second embedding. The crisis head has a second,
+lexical view of the text (bot/safety/lexical.py: word pairs and letter pieces, for slang and
+misspellings); its p(crisis) is the mean of the two.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ import numpy as np
 
 from bot.ports import Embedder
 from bot.safety.crisis import DOWNGRADES, CrisisSignal, detect, has_idiom, has_indirect_sign
+from bot.safety.lexical import LexicalHead
 
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(str(resources.files("bot.safety") / "data"))
 BANK_DIR = DATA_DIR / "bank"
 HEAD_PATH = DATA_DIR / "semantic_head.npz"
-HARM_FLAG = 0.8  # 1 - p(none) at which the head flags a harmful request
+HARM_FLAG = 0.65  # 1 - p(none) at which the head flags a harmful request (chosen on the dev sets, README)
 HARM_CLEAR = 0.5  # under it, the head clears a message the harm rules flagged (homonyms: "kill a process")
 HARM_LABELS = ("violence", "illicit", "illicit/violent", "sexual", "sexual/minors", "harassment", "hate")
 # embedders whose vectors the head was trained on (the torch build gives cosine 0.9996 to the ONNX one)
@@ -108,20 +111,32 @@ def _network(arrays: dict[str, np.ndarray], name: str, v: np.ndarray) -> np.ndar
 
 @dataclass(frozen=True)
 class Head:
-    """The three heads tools/build_safety_head.py fits (see its docstring)."""
+    """The heads tools/build_safety_head.py fits (see its docstring); `lexical`, the crisis head's
+    second view, when the file has one."""
 
     arrays: dict[str, np.ndarray]
     embedder: str
+    lexical: LexicalHead | None = None
 
     @classmethod
     def load(cls, path: Path = HEAD_PATH) -> Head:
         with np.load(path) as data:
             arrays = {key: data[key] for key in data.files}
-        return cls(arrays, str(arrays["embedder"]))
+        lexical = None
+        if "lexical_vocabulary" in arrays:
+            lexical = LexicalHead.from_arrays(
+                [str(word) for word in arrays.pop("lexical_vocabulary")],
+                [float(c) for c in arrays.pop("lexical_coef")],
+                float(arrays.pop("lexical_intercept")),
+            )
+        return cls(arrays, str(arrays["embedder"]), lexical)
 
-    def read(self, vector: list[float] | np.ndarray) -> SemanticReading:
+    def read(self, vector: list[float] | np.ndarray, text: str | None = None) -> SemanticReading:
+        """The reading of a message from its embedding (and its text, for the lexical view)."""
         a, v = self.arrays, np.asarray(vector, dtype=np.float32)
         crisis = _sigmoid(float(_network(a, "crisis", v)[0]))
+        if self.lexical is not None and text is not None:
+            crisis = (crisis + self.lexical.crisis_p(text)) / 2
         concern = _sigmoid(float(a["concern_coef"][0] @ v + a["concern_intercept"][0]))
         logits = _network(a, "harm", v)
         exp = np.exp(logits - logits.max())
@@ -146,7 +161,7 @@ class SemanticDetector:
         self.embedder = embedder
 
     async def read(self, text: str) -> SemanticReading:
-        return self.head.read(await self.embedder.embed_query(text))
+        return self.head.read(await self.embedder.embed_query(text), text)
 
 
 GUARDED_CRISIS = 0.9  # what the head needs alone where the rules saw an idiom, or someone else, a negation, the past
