@@ -165,12 +165,13 @@ async def test_a_feedback_buttons_click_is_stored_with_the_turn(
     assert [(t.role, t.feedback) for t in turns] == [("user", None), ("assistant", stored)]
 
 
-@pytest.mark.parametrize("piece", [400, 30_000], ids=["in-pieces", "in-one-piece"])
+@pytest.mark.parametrize("piece", [400, 1_000, 3_000, 30_000], ids=["in-pieces", "in-1k", "in-3k", "in-one-piece"])
 async def test_a_long_answer_goes_on_in_new_streams_under_the_first(
     stack: Stack, setenv: Callable[..., None], settings: Settings, fake: FakeSlack, model: FakeOpenAI, piece: int
 ) -> None:
-    """In one piece: the text a slow reader gets at once (CI saw a 12,000-character part followed by a
-    1-character stop, msg_too_long, when the first preview held more than two parts)."""
+    """Bigger pieces: the text a slow reader gets at once under load (CI saw a 12,000-character part
+    followed by a 1-character stop, msg_too_long, when the first preview held more than two parts, and a
+    part that ended inside a paragraph where an append had left it)."""
     setenv(ADVISOR_ANSWER_MAX_TOKENS="32000")
     settings = load_settings(None)
     model.default_answer = "\n\n".join(f"{n}. {PARAGRAPH}" for n in range(300))  # about 27,000 characters

@@ -23,7 +23,8 @@ So, per answer:
 * appends are paced per workspace (`Pacer`, 90 a minute shared by every answer, one a second each): what
   is not appended yet waits for the next append or the stop, so a 429 (the workspace held for its
   Retry-After) loses nothing;
-* a part reaching 12,000 characters is stopped and the answer goes on in a new stream below it;
+* a part reaching 12,000 characters is stopped and the answer goes on in a new stream below it; in a
+  part's last 2,000 characters text goes in whole paragraphs, so parts end at paragraph breaks;
 * the stop carries the rest of the text and the closing blocks (sources, feedback_buttons);
 * when the final is not the streamed text continued (a retraction, a notice, the engine failing), or an
   append or the stop failed in a way that leaves the message's content unknown (a 5xx, the stream
@@ -49,6 +50,9 @@ from adapters.slack.writer import AnswerWriter, Remember, error_code, retry_afte
 log = logging.getLogger(__name__)
 
 STREAM_LIMIT = 12_000  # markdown_text a call, and what one streamed message carries here
+# in a part's last characters text is appended a paragraph at a time, so that a full part ends at a paragraph
+# break however the model's text arrived (only a paragraph longer than this can still be cut inside)
+WHOLE_PARAGRAPHS = 2_000
 # the workspace cannot stream (or this app may not): remembered per team
 UNSUPPORTED = frozenset(
     {
@@ -277,6 +281,10 @@ class NativeWriter:
         if self.in_part + len(pending) > STREAM_LIMIT:
             await self._roll(pending)
             return
+        if self.in_part + len(pending) > STREAM_LIMIT - WHOLE_PARAGRAPHS:  # near the end: whole paragraphs only
+            pending = pending[: pending.rfind("\n\n") + 2] if "\n\n" in pending else ""
+            if not pending:
+                return  # it waits for its paragraph's end, or for the part to fill
         if not self._appends.ready():
             return
         try:
