@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 DATA_DIR = Path(str(resources.files("bot.safety") / "data"))
 BANK_DIR = DATA_DIR / "bank"
 HEAD_PATH = DATA_DIR / "semantic_head.npz"
-HARM_FLAG = 0.65  # 1 - p(none) at which the head flags a harmful request (chosen on the dev sets, README)
+HARM_FLAG = 0.76  # 1 - p(none) at which the head flags a harmful request (chosen on the dev sets, README)
 HARM_CLEAR = 0.5  # under it, the head clears a message the harm rules flagged (homonyms: "kill a process")
 HARM_LABELS = ("violence", "illicit", "illicit/violent", "sexual", "sexual/minors", "harassment", "hate")
 # embedders whose vectors the head was trained on (the torch build gives cosine 0.9996 to the ONNX one)
