@@ -51,6 +51,11 @@ class VectorStore(Protocol):
         """The content hash each indexed source had when it was indexed."""
         ...
 
+    async def sources(self) -> list[Any]:
+        """Per source (sorted): `.source`, `.chunks`, `.indexed_at` (Unix seconds or None) and `.suspicious`
+        (the flagged chunks); retrieval/payload.py `SourceSummary`. Read by the advice console."""
+        ...
+
     async def search(
         self,
         dense: Sequence[float] | None,

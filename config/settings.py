@@ -390,6 +390,17 @@ class AdminSettings(_Group):
     )
 
 
+class ConsoleSettings(_Group):
+    """The advice console (adapters/admin_console): mounted under /admin of the web process only when a token is set."""
+
+    prefix: ClassVar[str] = "ADVISOR_ADMIN_"
+    token: SecretStr | None = Field(None, description="the sign-in token of the advice console (unset: no console)")
+    secret: SecretStr | None = Field(
+        None, description="signs console session cookies; set it when several web workers serve the console"
+    )
+    session_hours: float = Field(8.0, gt=0, le=720, description="how long a console sign-in lasts")
+
+
 class SafetySettings(_Group):
     prefix: ClassVar[str] = "ADVISOR_SAFETY_"
     crisis_locale: str = Field(
@@ -454,6 +465,7 @@ GROUPS: dict[str, type[_Group]] = {
     "memory": MemorySettings,
     "limits": LimitSettings,
     "admins": AdminSettings,
+    "console": ConsoleSettings,
     "safety": SafetySettings,
 }
 
@@ -492,6 +504,7 @@ class Settings(BaseModel):
     memory: MemorySettings
     limits: LimitSettings
     admins: AdminSettings
+    console: ConsoleSettings
     safety: SafetySettings
 
     @property
@@ -537,6 +550,7 @@ class Settings(BaseModel):
             ],
             "slack": slack_gaps,
             "discord": [] if self.discord.token else ["DISCORD_TOKEN"],
+            "advice console": [] if self.console.token else ["ADVISOR_ADMIN_TOKEN (the console is not mounted)"],
         }
 
     def secret_values(self) -> list[str]:

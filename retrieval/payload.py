@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.models import Chunk
@@ -25,6 +27,11 @@ def to_payload(chunk: Chunk) -> dict[str, Any]:
     if chunk.extra:
         payload["extra"] = dict(chunk.extra)
     return payload
+
+
+def stored_payload(chunk: Chunk, indexed_at: float | None = None) -> dict[str, Any]:
+    """The payload written by `upsert`: the chunk plus when it was indexed (`indexed_at`, Unix seconds)."""
+    return {**to_payload(chunk), "indexed_at": time.time() if indexed_at is None else indexed_at}
 
 
 def location_payload(chunk: Chunk) -> dict[str, Any]:
@@ -69,3 +76,32 @@ def relevance(query: Sequence[float] | None, vector: Any) -> float | None:
     if not stored:
         return None
     return float(sum(a * b for a, b in zip(query, stored)))
+
+
+@dataclass
+class SourceSummary:
+    """One indexed source as the advice console shows it: its chunks, when they were last
+    written (None for points indexed before `indexed_at` was stored) and its flagged passages."""
+
+    source: str
+    chunks: int = 0
+    indexed_at: float | None = None
+    suspicious: list[Chunk] = field(default_factory=list)
+
+
+def summarise(records: Iterable[Any]) -> list[SourceSummary]:
+    """Per-source summaries of scrolled records (full payloads), sorted by source."""
+    found: dict[str, SourceSummary] = {}
+    for record in records:
+        payload = record.payload or {}
+        source = str(payload.get("source", ""))
+        summary = found.setdefault(source, SourceSummary(source))
+        summary.chunks += 1
+        stamp = payload.get("indexed_at")
+        if isinstance(stamp, (int, float)) and (summary.indexed_at is None or stamp > summary.indexed_at):
+            summary.indexed_at = float(stamp)
+        if (payload.get("extra") or {}).get("suspicious"):
+            summary.suspicious.append(from_payload(record.id, payload))
+    for summary in found.values():
+        summary.suspicious.sort(key=lambda chunk: chunk.start)
+    return [found[source] for source in sorted(found)]

@@ -21,7 +21,17 @@ from pathlib import Path
 import qdrant_edge as qe
 
 from bot.models import Chunk, Hit, SearchMode, SparseVector
-from retrieval.payload import DENSE, SPARSE, consistent_hashes, from_payload, location_payload, relevance, to_payload
+from retrieval.payload import (
+    DENSE,
+    SPARSE,
+    SourceSummary,
+    consistent_hashes,
+    from_payload,
+    location_payload,
+    relevance,
+    stored_payload,
+    summarise,
+)
 from retrieval.store_errors import StoreError
 
 CURRENT = "CURRENT"
@@ -99,11 +109,12 @@ class EdgeStore:
     async def upsert(
         self, chunks: Sequence[Chunk], dense: Sequence[Sequence[float]], sparse: Sequence[SparseVector]
     ) -> None:
+        now = time.time()
         points = [
             qe.Point(
                 chunk.id,
                 {DENSE: list(vec), SPARSE: qe.SparseVector(list(sp.indices), list(sp.values))},
-                to_payload(chunk),
+                stored_payload(chunk, now),
             )
             for chunk, vec, sp in zip(chunks, dense, sparse, strict=True)
         ]
@@ -130,7 +141,7 @@ class EdgeStore:
             records = await asyncio.to_thread(shard.retrieve, list(ids), False, False)
         return {str(record.id) for record in records}
 
-    def _scroll(self, shard: qe.EdgeShard, fields: list[str]) -> list[qe.Record]:
+    def _scroll(self, shard: qe.EdgeShard, fields: list[str] | bool) -> list[qe.Record]:
         records: list[qe.Record] = []
         offset = None
         while True:
@@ -151,6 +162,12 @@ class EdgeStore:
         with self._reading() as shard:
             records = await asyncio.to_thread(self._scroll, shard, ["source", "file_hash"])
         return consistent_hashes(records)
+
+    async def sources(self) -> list[SourceSummary]:
+        """Each source with its chunk count, last indexed time and suspicious passages (reads every payload)."""
+        with self._reading() as shard:
+            records = await asyncio.to_thread(self._scroll, shard, True)
+        return summarise(records)
 
     async def search(
         self,

@@ -16,7 +16,17 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from bot.models import Chunk, Hit, SearchMode, SparseVector
-from retrieval.payload import DENSE, SPARSE, consistent_hashes, from_payload, location_payload, relevance, to_payload
+from retrieval.payload import (
+    DENSE,
+    SPARSE,
+    SourceSummary,
+    consistent_hashes,
+    from_payload,
+    location_payload,
+    relevance,
+    stored_payload,
+    summarise,
+)
 from retrieval.store_errors import StoreError
 
 
@@ -102,6 +112,7 @@ class QdrantClientStore:
     async def upsert(
         self, chunks: Sequence[Chunk], dense: Sequence[Sequence[float]], sparse: Sequence[SparseVector]
     ) -> None:
+        now = time.time()
         points = [
             models.PointStruct(
                 id=chunk.id,
@@ -109,7 +120,7 @@ class QdrantClientStore:
                     DENSE: list(vec),
                     SPARSE: models.SparseVector(indices=list(sp.indices), values=list(sp.values)),
                 },
-                payload=to_payload(chunk),
+                payload=stored_payload(chunk, now),
             )
             for chunk, vec, sp in zip(chunks, dense, sparse, strict=True)
         ]
@@ -130,7 +141,7 @@ class QdrantClientStore:
         records = await self._client.retrieve(self.collection, ids=list(ids), with_payload=False)
         return {str(r.id) for r in records}
 
-    async def _scroll(self, fields: list[str]) -> list[models.Record]:
+    async def _scroll(self, fields: list[str] | bool) -> list[models.Record]:
         records: list[models.Record] = []
         offset = None
         while True:
@@ -150,6 +161,10 @@ class QdrantClientStore:
     async def file_hashes(self) -> dict[str, str]:
         records = await self._scroll(["source", "file_hash"])
         return consistent_hashes(records)
+
+    async def sources(self) -> list[SourceSummary]:
+        """Each source with its chunk count, last indexed time and suspicious passages (reads every payload)."""
+        return summarise(await self._scroll(True))
 
     async def search(
         self,
