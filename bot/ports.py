@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.models import Chunk, Exemplar, Finish, Hit, SearchMode, SparseVector, Usage
 
