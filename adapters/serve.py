@@ -67,7 +67,8 @@ async def run_web(
     settings: Settings, services: Any, port: int, reuse_port: bool = False, stop: asyncio.Event | None = None
 ) -> int:
     """Slack Events API at /slack/events (when Slack is configured), Discord HTTP interactions at
-    /discord/interactions (when DISCORD_PUBLIC_KEY is set), plus /healthz, /readyz and /metrics."""
+    /discord/interactions (when DISCORD_PUBLIC_KEY is set), the advice console under /admin (when
+    ADVISOR_ADMIN_TOKEN is set), plus /healthz, /readyz and /metrics."""
     stop = stop or stop_signal()
     app = web.Application(client_max_size=1024 * 1024)
     trackers: list[InFlight] = []
@@ -97,12 +98,18 @@ async def run_web(
         # answers in flight are awaited with the rest
         closers.append(lambda: _drain_then_close(interactions, settings.core.shutdown_grace_seconds))
         mounted.append("POST /discord/interactions")
+    checks = readiness_checks(settings, services)
+    if settings.console.token is not None:
+        from adapters.admin_console import mount
+
+        if mount(app, settings, services.admin, services.stack.retriever, checks) is not None:
+            mounted.append("advice console at /admin")
     if not mounted:
         raise RuntimeError(
             "nothing to serve: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET, "
-            "or DISCORD_PUBLIC_KEY and DISCORD_APPLICATION_ID"
+            "or DISCORD_PUBLIC_KEY and DISCORD_APPLICATION_ID, or ADVISOR_ADMIN_TOKEN for the advice console"
         )
-    add_ops_routes(app, readiness_checks(settings, services), draining=lambda: any(t.draining for t in trackers))
+    add_ops_routes(app, checks, draining=lambda: any(t.draining for t in trackers))
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", port, reuse_port=reuse_port).start()

@@ -355,10 +355,12 @@ async def cmd_run_web(settings: Settings, port: int | None, reuse_port: bool) ->
 
     slack_ready = settings.slack.bot_token and settings.slack.signing_secret
     discord_ready = settings.discord.public_key and settings.discord.application_id
-    if not (slack_ready or discord_ready):
+    console_ready = settings.console.token is not None and settings.console.token.get_secret_value()
+    if not (slack_ready or discord_ready or console_ready):
         raise UsageError(
             "nothing to serve over HTTP: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (Slack Events API), "
-            "or DISCORD_PUBLIC_KEY and DISCORD_APPLICATION_ID (Discord interactions endpoint)"
+            "or DISCORD_PUBLIC_KEY and DISCORD_APPLICATION_ID (Discord interactions endpoint), "
+            "or ADVISOR_ADMIN_TOKEN (the advice console)"
         )
     services = await build_services(settings)
     try:

@@ -1,0 +1,160 @@
+"""The console's HTML: small functions over html.escape (every value passes through `e`), one per page."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from typing import Any
+
+from adapters.admin_console.csrf import FIELD
+
+STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.2rem;align-items:center}
+header a{color:#cfe0ff;text-decoration:none} header form{margin-left:auto}
+main{max-width:980px;margin:1.2rem auto;padding:0 1.2rem}
+section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:.8rem 1.1rem;margin-bottom:1rem}
+table{border-collapse:collapse;width:100%} td,th{text-align:left;padding:.25rem .5rem;border-bottom:1px solid #eef0f3;vertical-align:top}
+.ok{color:#137333}.bad{color:#b3261e}.note{color:#5f6673;font-size:.9em}
+.flash{padding:.6rem 1rem;border-radius:6px;margin-bottom:1rem}.flash.error{background:#fde7e7}.flash.info{background:#e6f4ea}
+input[type=text],input[type=password],input[type=search]{padding:.35rem;min-width:18rem}
+button{padding:.35rem .9rem;cursor:pointer} progress{width:18rem}
+blockquote{margin:.3rem 0;padding:.3rem .6rem;background:#fff8e1;border-left:3px solid #f2b600;white-space:pre-wrap}
+"""
+
+
+def e(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def csrf_input(token: str) -> str:
+    return f'<input type="hidden" name="{FIELD}" value="{e(token)}">'
+
+
+def when(stamp: float | None) -> str:
+    if stamp is None:
+        return "unknown"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp))
+
+
+def page(title: str, body: str, csrf: str | None = None, flash: tuple[str, str] | None = None) -> str:
+    """The layout; with `csrf` (a signed-in page) the navigation and the sign-out form."""
+    nav = ""
+    if csrf is not None:
+        nav = (
+            '<a href="/admin">Status</a><a href="/admin/knowledge">Knowledge base</a>'
+            f'<form method="post" action="/admin/logout">{csrf_input(csrf)}<button type="submit">Sign out</button></form>'
+        )
+    message = f'<div class="flash {e(flash[0])}" role="status">{e(flash[1])}</div>' if flash else ""
+    script = '<script src="/admin/static/console.js" defer></script>' if csrf is not None else ""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{e(title)} · advisor console</title><style>{STYLE}</style>{script}</head>"
+        f"<body><header><strong>advisor console</strong>{nav}</header><main>{message}<h1>{e(title)}</h1>{body}</main></body></html>"
+    )
+
+
+def login(csrf: str, error: str | None = None) -> str:
+    body = (
+        '<section><form method="post" action="/admin/login" id="login">'
+        f'{csrf_input(csrf)}<label>Admin token <input type="password" name="token" autocomplete="current-password" autofocus required></label> '
+        '<button type="submit">Sign in</button></form>'
+        '<p class="note">The token is ADVISOR_ADMIN_TOKEN of this server.</p></section>'
+    )
+    return page("Sign in", body, flash=("error", error) if error else None)
+
+
+def rows(pairs: Iterable[tuple[str, Any]]) -> str:
+    return "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in pairs)
+
+
+def status(
+    csrf: str,
+    info: Mapping[str, Any],
+    sources: Sequence[str],
+    readiness: Mapping[str, str],
+    errors: Mapping[str, float],
+) -> str:
+    labels = {"version": "Version", "mode": "Mode", "model": "Model", "indexed_passages": "Index size (passages)",
+              "reindexing": "Reindex running", "uptime": "Uptime"}
+    summary = rows((labels.get(k, k), v) for k, v in info.items())
+    ready = "".join(
+        f'<tr><th>{e(name)}</th><td class="{"ok" if result == "ok" else "bad"}">{e(result)}</td></tr>'
+        for name, result in readiness.items()
+    ) or '<tr><td colspan=2 class="note">no checks configured</td></tr>'
+    paths = "".join(f"<li><code>{e(p)}</code></li>" for p in sources) or "<li class=note>none (set ADVISOR_KNOWLEDGE_PATHS)</li>"
+    counted = "".join(
+        f'<tr><th>{e(name)}</th><td class="{"bad" if value else "ok"}">{value:g}</td></tr>' for name, value in errors.items()
+    )
+    body = (
+        f'<section id="summary"><h2>Engine</h2><table>{summary}</table></section>'
+        f'<section id="readiness"><h2>Readiness</h2><table>{ready}</table></section>'
+        f'<section id="sources"><h2>Knowledge paths</h2><ul>{paths}</ul></section>'
+        f'<section id="errors"><h2>Errors since this process started</h2><table>{counted}</table>'
+        '<p class="note">From the Prometheus registry (GET /metrics); with several workers, this worker\'s view.</p></section>'
+    )
+    return page("Status", body, csrf)
+
+
+def progress_block(job: Mapping[str, Any] | None) -> str:
+    if job is None:
+        return '<div id="reindex-progress" data-state="idle" class="note">No reindex has run from the console.</div>'
+    state = str(job["state"])
+    detail = f"{job['files']} files, {job['chunks']} chunks"
+    text = {"running": f"Reindexing… {detail}", "done": f"Done: {detail}", "failed": f"Failed: {job.get('error', '')}"}
+    summary = f"<pre>{e(job['summary'])}</pre>" if job.get("summary") else ""
+    bar = "<progress></progress> " if state == "running" else ""
+    return (
+        f'<div id="reindex-progress" data-state="{e(state)}" data-url="/admin/knowledge/reindex/status">'
+        f'{bar}<span class="text">{e(text.get(state, state))}</span>{summary}</div>'
+    )
+
+
+def knowledge(
+    csrf: str,
+    summaries: Sequence[Any],
+    job: Mapping[str, Any] | None,
+    query: str = "",
+    hits: Sequence[Any] | None = None,
+    flash: tuple[str, str] | None = None,
+) -> str:
+    table = "".join(
+        f"<tr><td><code>{e(s.source)}</code></td><td>{s.chunks}</td><td>{e(when(s.indexed_at))}</td>"
+        f"<td>{len(s.suspicious)}</td></tr>"
+        for s in summaries
+    ) or '<tr><td colspan=4 class="note">Nothing is indexed.</td></tr>'
+    flagged = "".join(
+        f"<li><code>{e(s.source)}</code> ({e(c.location or c.title)}, chars {c.start}-{c.end}): "
+        f"<strong>{e(', '.join(map(str, c.extra.get('suspicious', []))))}</strong><blockquote>{e(c.text[:600])}</blockquote></li>"
+        for s in summaries
+        for c in s.suspicious
+    ) or "<li class=note>No passage is flagged.</li>"
+    results = ""
+    if hits is not None:
+        items = "".join(
+            f"<li><strong>[{hit.score:.4f}]</strong> {e(hit.chunk.title)}"
+            f"{' &gt; ' + e(hit.chunk.location) if hit.chunk.location else ''}"
+            f"{' <strong class=bad>[suspicious: ' + e(', '.join(hit.chunk.extra['suspicious'])) + ']</strong>' if hit.chunk.extra.get('suspicious') else ''}"
+            f"<br><code>{e(hit.chunk.source)}</code> (chars {hit.chunk.start}-{hit.chunk.end})"
+            f"<br><span class=note>{e(' '.join(hit.chunk.text.split())[:300])}</span></li>"
+            for hit in hits
+        ) or "<li class=note>No matching passages.</li>"
+        results = f'<ol id="hits">{items}</ol>'
+    body = (
+        f'<section id="search"><h2>Search</h2><form method="get" action="/admin/knowledge">'
+        f'<input type="search" name="q" value="{e(query)}" placeholder="a question"> <button type="submit">Search</button></form>{results}</section>'
+        f'<section id="reindex"><h2>Reindex</h2><form method="post" action="/admin/knowledge/reindex" id="reindex-form">'
+        f'{csrf_input(csrf)}<input type="text" name="path" placeholder="all knowledge paths, or one inside them"> '
+        f'<button type="submit">Reindex</button></form>{progress_block(job)}</section>'
+        f'<section id="sources"><h2>Sources</h2><table><tr><th>Source</th><th>Chunks</th><th>Last indexed</th><th>Suspicious</th></tr>{table}</table></section>'
+        f'<section id="suspicious"><h2>Suspicious passages</h2><p class="note">Flagged by retrieval/injection.py; '
+        f"they are still answered from, as data, never as instructions. Review the source files.</p><ul>{flagged}</ul></section>"
+    )
+    return page("Knowledge base", body, csrf, flash)
+
+
+def refused(message: str) -> str:
+    return page("Refused", f'<section><p class="bad" id="refused">{e(message)}</p>'
+                '<p><a href="/admin">Back to the console</a></p></section>')
