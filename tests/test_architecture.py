@@ -50,7 +50,7 @@ def offenders(folder: str, forbidden: set[str], exempt: frozenset[str] | set[str
 
 def test_the_layout_is_by_concern() -> None:
     for package in ("bot/engine", "bot/state", "bot/ops", "bot/llm", "bot/safety", "bot/finetune",
-                    "adapters/slack", "adapters/discord", "adapters/simulate"):
+                    "adapters/slack", "adapters/discord", "adapters/simulate", "adapters/admin_console"):
         assert (ROOT / package / "__init__.py").is_file(), package
     assert not list((ROOT / "bot").glob("redis_*.py")), "Redis state lives in bot/state/"
 

@@ -39,6 +39,10 @@ SECURITY_HEADERS = {
 }
 
 
+SESSION = web.RequestKey("console_session", Session)
+FORM = web.RequestKey("console_form", dict)
+
+
 def html(body: str, status: int = 200) -> web.Response:
     return web.Response(text=body, status=status, content_type="text/html", headers=SECURITY_HEADERS)
 
@@ -99,10 +103,10 @@ class Console:
                 if request.method == "GET":
                     return redirect("/admin/login")
                 return html(templates.refused("Sign in first: this needs an admin session."), 401)
-            request["session"] = session
+            request[SESSION] = session
             if request.method == "POST":
                 form = await read_form(request)
-                request["form"] = form
+                request[FORM] = form
                 if not csrf.valid(self.sessions.key, session, form.get(csrf.FIELD) or request.headers.get(csrf.HEADER)):
                     return forged()
             return await handler(request)
@@ -110,7 +114,7 @@ class Console:
         return guarded
 
     def csrf(self, request: web.Request) -> str:
-        return csrf.token_for(self.sessions.key, request["session"])
+        return csrf.token_for(self.sessions.key, request[SESSION])
 
     # -- sign-in ------------------------------------------------------------------------------------
 
@@ -150,7 +154,7 @@ class Console:
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
-        self.sessions.end(request["session"])
+        self.sessions.end(request[SESSION])
         response = redirect("/admin/login")
         response.del_cookie(COOKIE, path="/admin")
         return response
@@ -181,7 +185,7 @@ class Console:
         return html(body, status)
 
     async def reindex(self, request: web.Request) -> web.Response:
-        path = request["form"].get("path", "").strip() or None
+        path = request[FORM].get("path", "").strip() or None
         if (self.job is not None and self.job.running) or await self.admin.reindex_running():
             return await self.knowledge_page(request, ("error", "A reindex is already running; wait for it to finish."), 409)
         try:
