@@ -28,7 +28,11 @@ $(LOCAL_STAMP): $(STAMP)
 REDIS_SERVER := $(shell command -v redis-server 2>/dev/null)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-local demo test bench redis-server
+# The advice console's browser test (tests/test_console_browser.py) drives Debian's chromium through the
+# system chromedriver (selenium never downloads a driver); installed when missing.
+CHROMEDRIVER := $(shell command -v chromedriver 2>/dev/null)
+
+.PHONY: install install-local demo test bench redis-server chromium
 install: $(STAMP)
 install-local: $(LOCAL_STAMP)
 
@@ -43,7 +47,13 @@ ifeq ($(REDIS_SERVER),)
 	-$(SUDO) service redis-server stop >/dev/null 2>&1
 endif
 
-test: $(LOCAL_STAMP) redis-server
+chromium:
+ifeq ($(CHROMEDRIVER),)
+	$(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+		($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null)
+endif
+
+test: $(LOCAL_STAMP) redis-server chromium
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP) redis-server

@@ -1,0 +1,141 @@
+"""The advice console in a real browser: Debian's chromium, headless, driven by selenium through
+the system chromedriver (never Selenium Manager, which would download one). Sign in, the status
+page, a reindex followed to done by the page's own script, and a forged CSRF post refused.
+Screenshots of each page go to docs/console/. Skipped without chromium, except under CI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.ops.admin import Admin
+from config.settings import load_settings
+from retrieval.ingest import Ingestor
+from tests.harness.console import TOKEN, ConsoleServer, GatedEmbedder
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SHOTS = Path(__file__).resolve().parents[1] / "docs" / "console"
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def missing() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]')"
+    if chromium() is None or not os.access(CHROMEDRIVER, os.X_OK):
+        return "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver; make test does it)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    reason = missing()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser test: {reason}")
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium()  # type: ignore[assignment]
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=1200,1000", "--no-first-run", "--disable-extensions"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+async def served(setenv: Callable[..., None], kb_dir: Path, stack: Any, retriever: Any) -> AsyncIterator[tuple[ConsoleServer, GatedEmbedder]]:
+    setenv(ADVISOR_ADMIN_TOKEN=TOKEN, ADVISOR_KNOWLEDGE_PATHS=str(kb_dir))
+    settings = load_settings(None)
+    engine = stack.engine(settings)
+    gated = GatedEmbedder(retriever.embedder)
+    admin = Admin(engine, Ingestor(retriever.store, gated, retriever.sparse), retriever.store, settings.core.knowledge_paths)
+    server = await ConsoleServer(settings, engine, admin, retriever).started()
+    yield server, gated
+    gated.gate.set()
+    await server.stop()
+
+
+async def until(check: Callable[[], Any], timeout: float = 30) -> Any:
+    """Poll a (blocking, selenium) check in a thread, so the server on this loop keeps serving."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await asyncio.to_thread(check)
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the page never got there")
+        await asyncio.sleep(0.1)
+
+
+async def test_sign_in_status_reindex_and_forged_csrf_in_a_browser(browser: Any, served: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    server, gated = served
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    run = asyncio.to_thread
+
+    def text_of(css: str) -> str:
+        return str(browser.find_element(By.CSS_SELECTOR, css).text)
+
+    await run(browser.get, server.url + "/admin")  # no session: the sign-in page
+    await until(lambda: browser.current_url.endswith("/admin/login"))
+    await run(browser.save_screenshot, str(SHOTS / "login.png"))
+
+    def sign_in() -> None:
+        browser.find_element(By.NAME, "token").send_keys(TOKEN)
+        browser.find_element(By.CSS_SELECTOR, "#login button").click()
+
+    await run(sign_in)
+    await until(lambda: browser.current_url.rstrip("/").endswith("/admin") and browser.find_elements(By.ID, "summary"))
+    summary = await run(text_of, "#summary")
+    assert "none (offline mode)" in summary and "Index size" in summary
+    assert "ok" in await run(text_of, "#readiness")
+    await run(browser.save_screenshot, str(SHOTS / "status.png"))
+
+    await run(browser.get, server.url + "/admin/knowledge?q=emergency+fund")
+    hits = await until(lambda: browser.find_elements(By.ID, "hits") and text_of("#hits"))
+    assert "Emergency fund" in hits and "fund.md" in hits
+    gated.gate.clear()  # the reindex waits at its first embedding until the page shows it running
+
+    def start_reindex() -> None:
+        browser.find_element(By.CSS_SELECTOR, "#reindex-form button").click()
+
+    await run(start_reindex)
+    await until(lambda: browser.find_elements(By.CSS_SELECTOR, '#reindex-progress[data-state="running"]'))
+    assert "Reindexing" in await run(text_of, "#reindex-progress")
+    await run(browser.save_screenshot, str(SHOTS / "reindex-running.png"))
+    gated.gate.set()
+    # the page's script polls the status endpoint and shows the end without a reload
+    await until(lambda: browser.find_elements(By.CSS_SELECTOR, '#reindex-progress[data-state="done"]'))
+    done = await run(text_of, "#reindex-progress")
+    assert done.startswith("Done: 3 files") and "chunks" in done
+    await run(browser.save_screenshot, str(SHOTS / "knowledge.png"))
+
+    def forge_and_post() -> None:
+        browser.execute_script(
+            "document.querySelector('#reindex-form input[name=csrf_token]').value = 'forged';"
+            "document.getElementById('reindex-form').submit();"
+        )
+
+    await run(forge_and_post)
+    refused = await until(lambda: browser.find_elements(By.ID, "refused") and text_of("#refused"))
+    assert "security token is missing or does not belong to your session" in refused and "nothing was changed" in refused
+    await run(browser.save_screenshot, str(SHOTS / "forged-csrf.png"))
+    await run(browser.get, server.url + "/admin/knowledge")
+    assert await until(lambda: browser.find_elements(By.CSS_SELECTOR, '#reindex-progress[data-state="done"]'))
