@@ -30,7 +30,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The advice console's browser test (tests/test_console_browser.py) drives Debian's chromium through the
 # system chromedriver (selenium never downloads a driver); installed when missing.
-CHROMEDRIVER := $(shell command -v chromedriver 2>/dev/null)
+CHROMEDRIVER := $(shell command -v chromium >/dev/null 2>&1 && command -v chromedriver 2>/dev/null)
 
 .PHONY: install install-local demo test bench redis-server chromium
 install: $(STAMP)
