@@ -308,3 +308,16 @@ async def test_search_shows_hits_with_scores(served: Any, signed_in: aiohttp.Cli
     assert "fund.md" in hits and "three to six months" in hits
     status, body = await page(signed_in, server.url + "/admin/knowledge?q=%3Cscript%3Ealert(1)%3C/script%3E")
     assert status == 200 and "<script>alert" not in body and "&lt;script&gt;" in body
+
+
+async def test_the_session_cookie_is_secure_over_https() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from adapters.admin_console.auth import COOKIE
+    from adapters.admin_console.handlers import Console
+
+    console = Console(TOKEN, None, 1.0, admin=None, retriever=None, checks={}, knowledge_paths=[])  # type: ignore[arg-type]
+    for tls, secure in ((True, True), (False, False)):
+        response = await console.login_page(make_mocked_request("GET", "/admin/login", sslcontext=tls or None))
+        morsel = response.cookies[COOKIE]
+        assert bool(morsel["secure"]) is secure and morsel["httponly"] is True and morsel["samesite"] == "Strict"
