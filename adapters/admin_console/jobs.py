@@ -38,7 +38,7 @@ class ReindexJob:
             report = await self.admin.reindex(self.path, progress=self._progress)
         except AdminError as exc:
             self.state, self.error = "failed", str(exc)
-        except Exception as exc:  # noqa: BLE001 - shown to the admin as a failure, logged without detail
+        except Exception as exc:  # shown to the admin as a failure; the details go to the server log
             log.exception("console reindex failed")
             self.state, self.error = "failed", f"{type(exc).__name__} (see the server log)"
         else:

@@ -15,7 +15,7 @@ import aiohttp
 from adapters.serve import run_web
 from tests.harness.loopback import free_port
 
-TOKEN = "console-token-5b1f0e7d"  # noqa: S105 - a test token
+TOKEN = "console-token-5b1f0e7d"
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 
 
