@@ -1,7 +1,9 @@
 """The advice console in a real browser: Debian's chromium, headless, driven by selenium through
 the system chromedriver (never Selenium Manager, which would download one). Sign in, the status
 page, a reindex followed to done by the page's own script, and a forged CSRF post refused.
-Screenshots of each page go to docs/console/. Skipped without chromium, except under CI."""
+Screenshots of each page go to the test's temporary folder, or to docs/console/ with
+ADVISOR_CONSOLE_SCREENSHOTS=1 (so a test run leaves the tree as it was). Skipped without chromium,
+except under CI."""
 
 from __future__ import annotations
 
@@ -20,7 +22,13 @@ from retrieval.ingest import Ingestor
 from tests.harness.console import TOKEN, ConsoleServer, GatedEmbedder
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SHOTS = Path(__file__).resolve().parents[1] / "docs" / "console"
+DOCS_SHOTS = Path(__file__).resolve().parents[1] / "docs" / "console"
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: docs/console/ when asked for, else a temporary folder."""
+    return DOCS_SHOTS if os.environ.get("ADVISOR_CONSOLE_SCREENSHOTS") == "1" else tmp_path_factory.mktemp("shots")
 
 
 def chromium() -> str | None:
@@ -83,11 +91,11 @@ async def until(check: Callable[[], Any], timeout: float = 30) -> Any:
         await asyncio.sleep(0.1)
 
 
-async def test_sign_in_status_reindex_and_forged_csrf_in_a_browser(browser: Any, served: Any) -> None:
+async def test_sign_in_status_reindex_and_forged_csrf_in_a_browser(browser: Any, served: Any, shots: Path) -> None:
     from selenium.webdriver.common.by import By
 
     server, gated = served
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots.mkdir(parents=True, exist_ok=True)
     run = asyncio.to_thread
 
     def text_of(css: str) -> str:
@@ -95,7 +103,7 @@ async def test_sign_in_status_reindex_and_forged_csrf_in_a_browser(browser: Any,
 
     await run(browser.get, server.url + "/admin")  # no session: the sign-in page
     await until(lambda: browser.current_url.endswith("/admin/login"))
-    await run(browser.save_screenshot, str(SHOTS / "login.png"))
+    await run(browser.save_screenshot, str(shots / "login.png"))
 
     def sign_in() -> None:
         browser.find_element(By.NAME, "token").send_keys(TOKEN)
@@ -106,7 +114,7 @@ async def test_sign_in_status_reindex_and_forged_csrf_in_a_browser(browser: Any,
     summary = await run(text_of, "#summary")
     assert "none (offline mode)" in summary and "Index size" in summary
     assert "ok" in await run(text_of, "#readiness")
-    await run(browser.save_screenshot, str(SHOTS / "status.png"))
+    await run(browser.save_screenshot, str(shots / "status.png"))
 
     await run(browser.get, server.url + "/admin/knowledge?q=emergency+fund")
     hits = await until(lambda: browser.find_elements(By.ID, "hits") and text_of("#hits"))
@@ -119,13 +127,13 @@ async def test_sign_in_status_reindex_and_forged_csrf_in_a_browser(browser: Any,
     await run(start_reindex)
     await until(lambda: browser.find_elements(By.CSS_SELECTOR, '#reindex-progress[data-state="running"]'))
     assert "Reindexing" in await run(text_of, "#reindex-progress")
-    await run(browser.save_screenshot, str(SHOTS / "reindex-running.png"))
+    await run(browser.save_screenshot, str(shots / "reindex-running.png"))
     gated.gate.set()
     # the page's script polls the status endpoint and shows the end without a reload
     await until(lambda: browser.find_elements(By.CSS_SELECTOR, '#reindex-progress[data-state="done"]'))
     done = await run(text_of, "#reindex-progress")
     assert done.startswith("Done: 3 files") and "chunks" in done
-    await run(browser.save_screenshot, str(SHOTS / "knowledge.png"))
+    await run(browser.save_screenshot, str(shots / "knowledge.png"))
 
     def forge_and_post() -> None:
         browser.execute_script(
@@ -136,6 +144,6 @@ async def test_sign_in_status_reindex_and_forged_csrf_in_a_browser(browser: Any,
     await run(forge_and_post)
     refused = await until(lambda: browser.find_elements(By.ID, "refused") and text_of("#refused"))
     assert "security token is missing or does not belong to your session" in refused and "nothing was changed" in refused
-    await run(browser.save_screenshot, str(SHOTS / "forged-csrf.png"))
+    await run(browser.save_screenshot, str(shots / "forged-csrf.png"))
     await run(browser.get, server.url + "/admin/knowledge")
     assert await until(lambda: browser.find_elements(By.CSS_SELECTOR, '#reindex-progress[data-state="done"]'))
