@@ -66,7 +66,10 @@ class VectorStore(Protocol):
         weights: tuple[float, float] = (1.0, 1.0),
         rrf_k: int = 60,
         fusion: str = "rrf",
-    ) -> list[Hit]: ...
+        sources: Sequence[str] | None = None,
+    ) -> list[Hit]:
+        """With `sources` (path prefixes): only passages whose source lies under one of them."""
+        ...
 
     async def count(self) -> int: ...
 
@@ -76,7 +79,11 @@ class VectorStore(Protocol):
 class Retriever(Protocol):
     """What the engine asks of retrieval: passages for a standalone query."""
 
-    async def search(self, query: str, limit: int | None = None, mode: SearchMode | None = None) -> list[Hit]: ...
+    async def search(
+        self, query: str, limit: int | None = None, mode: SearchMode | None = None, sources: Sequence[str] | None = None
+    ) -> list[Hit]:
+        """With `sources` (path prefixes, a channel's knowledge scope): only passages from under them."""
+        ...
 
 
 class ExemplarSource(Protocol):

@@ -51,6 +51,17 @@ class SharedState:
     reindex_lock: Any
     settings: Settings
 
+    def bucket(self, kind: str, per_minute: int) -> Any:
+        """A shared token bucket at a channel's own rate (its keys apart from the default bucket's)."""
+        from bot.state.limits_redis import RedisTokenBucket
+
+        return RedisTokenBucket(self.client, per_minute, name=f"{kind}@{per_minute}")
+
+    def channel_settings(self) -> Any:
+        from bot.state.channel_settings_redis import RedisChannelSettings
+
+        return RedisChannelSettings(self.client)
+
     def journal(self, platform: str) -> Any:
         """Answers in progress on `platform`, so another process can finish them if this one dies."""
         from bot.state.journal_redis import RedisWorkJournal
@@ -117,6 +128,7 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None, 
             max_retries=0,
         )
     memory = shared.memory if shared else SqliteMemory(settings.data_dir / "memory.sqlite3")
+    channels = build_channel_settings(settings, shared)
     return Engine(
         settings,
         stack.retriever,
@@ -126,7 +138,17 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None, 
         exemplars=await open_exemplars(settings, stack) if settings.retrieval.exemplars_k else None,
         shared=shared,
         detector=build_detector(settings, stack) if settings.safety.semantic else None,
+        channels=channels,
     )
+
+
+def build_channel_settings(settings: Settings, shared: SharedState | None = None) -> Any:
+    """Per-channel settings: in Redis when shared, else SQLite under the data directory."""
+    if shared is not None:
+        return shared.channel_settings()
+    from bot.state.channel_settings_sqlite import SqliteChannelSettings
+
+    return SqliteChannelSettings(settings.data_dir / "channels.sqlite3")
 
 
 async def start_local_model(settings: Settings) -> Any:
@@ -196,6 +218,8 @@ class Services:
 
     async def close(self) -> None:
         await self.engine.memory.close()
+        if getattr(self.engine, "channels", None) is not None:
+            await self.engine.channels.store.close()
         await self.stack.close()
         if self.shared is not None:
             await self.shared.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 from bot.models import Chunk
@@ -12,6 +13,13 @@ from bot.models import Chunk
 DENSE = "dense"
 SPARSE = "bm25"
 LOCATION_FIELDS = ("title", "headings", "start", "end", "file_hash")
+FOLDERS = "folders"  # the source and every folder above it: a knowledge scope matches any of them
+
+
+def folders(source: str) -> list[str]:
+    """A source path and each folder above it, so a path-prefix scope is an exact match on one of them."""
+    pure = PurePosixPath(source)
+    return [str(pure), *(str(parent) for parent in pure.parents if str(parent) not in (".", ""))]
 
 
 def to_payload(chunk: Chunk) -> dict[str, Any]:
@@ -31,7 +39,11 @@ def to_payload(chunk: Chunk) -> dict[str, Any]:
 
 def stored_payload(chunk: Chunk, indexed_at: float | None = None) -> dict[str, Any]:
     """The payload written by `upsert`: the chunk plus when it was indexed (`indexed_at`, Unix seconds)."""
-    return {**to_payload(chunk), "indexed_at": time.time() if indexed_at is None else indexed_at}
+    return {
+        **to_payload(chunk),
+        FOLDERS: folders(chunk.source),
+        "indexed_at": time.time() if indexed_at is None else indexed_at,
+    }
 
 
 def location_payload(chunk: Chunk) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from bot.models import Hit, SearchMode
@@ -18,7 +19,10 @@ class HybridRetriever:
         self.sparse = sparse
         self.settings = settings
 
-    async def search(self, query: str, limit: int | None = None, mode: SearchMode | None = None) -> list[Hit]:
+    async def search(
+        self, query: str, limit: int | None = None, mode: SearchMode | None = None, sources: Sequence[str] | None = None
+    ) -> list[Hit]:
+        """The passages for `query`; with `sources` (path prefixes), only from sources under them."""
         mode = mode or self.settings.mode
         dense = await self.embedder.embed_query(query) if mode != "sparse" else None
         sparse = self.sparse.encode_query(query) if mode != "dense" else None
@@ -31,4 +35,5 @@ class HybridRetriever:
             weights=(self.settings.dense_weight, self.settings.sparse_weight),
             rrf_k=self.settings.rrf_k,
             fusion=self.settings.fusion,
+            **({"sources": list(sources)} if sources else {}),
         )

@@ -23,6 +23,7 @@ import qdrant_edge as qe
 from bot.models import Chunk, Hit, SearchMode, SparseVector
 from retrieval.payload import (
     DENSE,
+    FOLDERS,
     SPARSE,
     SourceSummary,
     consistent_hashes,
@@ -179,26 +180,37 @@ class EdgeStore:
         weights: tuple[float, float] = (1.0, 1.0),
         rrf_k: int = 60,
         fusion: str = "rrf",
+        sources: Sequence[str] | None = None,
     ) -> list[Hit]:
+        """The best passages; with `sources` (path prefixes), only passages of sources under one of them."""
         dense_query = qe.Query.Nearest(list(dense), using=DENSE) if dense is not None else None
+        where = (
+            qe.Filter(must=[qe.FieldCondition(FOLDERS, match=qe.MatchAny(list(sources)))]) if sources else None
+        )
         sparse_query = (
             qe.Query.Nearest(qe.SparseVector(list(sparse.indices), list(sparse.values)), using=SPARSE)
             if sparse is not None and sparse.indices
             else None
         )
         if mode == "dense" or (mode == "hybrid" and sparse_query is None):
-            request = qe.QueryRequest(limit=limit, query=dense_query, with_payload=True, with_vector=[DENSE])
+            request = qe.QueryRequest(
+                limit=limit, query=dense_query, with_payload=True, with_vector=[DENSE], filter=where
+            )
         elif mode == "sparse":
             if sparse_query is None:
                 return []
             request = qe.QueryRequest(
-                limit=limit, query=sparse_query, with_payload=True, with_vector=[DENSE] if dense is not None else None
+                limit=limit, query=sparse_query, with_payload=True, with_vector=[DENSE] if dense is not None else None,
+                filter=where,
             )
         else:
             request = qe.QueryRequest(
                 limit=limit,
                 query=qe.Fusion.Dbsf() if fusion == "dbsf" else qe.Fusion.Rrf(k=rrf_k, weights=list(weights)),
-                prefetches=[qe.Prefetch(limit=prefetch, query=dense_query), qe.Prefetch(limit=prefetch, query=sparse_query)],
+                prefetches=[
+                    qe.Prefetch(limit=prefetch, query=dense_query, filter=where),
+                    qe.Prefetch(limit=prefetch, query=sparse_query, filter=where),
+                ],
                 with_payload=True,
                 with_vector=[DENSE] if dense is not None else None,
             )

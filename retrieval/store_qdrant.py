@@ -18,6 +18,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from bot.models import Chunk, Hit, SearchMode, SparseVector
 from retrieval.payload import (
     DENSE,
+    FOLDERS,
     SPARSE,
     SourceSummary,
     consistent_hashes,
@@ -176,24 +177,31 @@ class QdrantClientStore:
         weights: tuple[float, float] = (1.0, 1.0),
         rrf_k: int = 60,
         fusion: str = "rrf",
+        sources: Sequence[str] | None = None,
     ) -> list[Hit]:
+        """The best passages; with `sources` (path prefixes), only passages of sources under one of them."""
         sparse_query = (
             models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
             if sparse is not None and sparse.indices
             else None
         )
+        where = (
+            models.Filter(must=[models.FieldCondition(key=FOLDERS, match=models.MatchAny(any=list(sources)))])
+            if sources
+            else None
+        )
         kwargs: dict[str, Any]
         if mode == "dense" or (mode == "hybrid" and sparse_query is None):
-            kwargs = {"query": list(dense or []), "using": DENSE}
+            kwargs = {"query": list(dense or []), "using": DENSE, "query_filter": where}
         elif mode == "sparse":
             if sparse_query is None:
                 return []
-            kwargs = {"query": sparse_query, "using": SPARSE}
+            kwargs = {"query": sparse_query, "using": SPARSE, "query_filter": where}
         else:
             kwargs = {
                 "prefetch": [
-                    models.Prefetch(query=list(dense or []), using=DENSE, limit=prefetch),
-                    models.Prefetch(query=sparse_query, using=SPARSE, limit=prefetch),
+                    models.Prefetch(query=list(dense or []), using=DENSE, limit=prefetch, filter=where),
+                    models.Prefetch(query=sparse_query, using=SPARSE, limit=prefetch, filter=where),
                 ],
                 "query": models.FusionQuery(fusion=models.Fusion.DBSF)
                 if fusion == "dbsf"

@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORMS = {"discord", "slack_bolt", "slack_sdk"}
 COMPOSITION_ROOTS = {"bot/cli.py", "bot/wiring.py"}  # they assemble the parts, so they may name them
-STATE_INTERFACES = {"bot.state", "bot.state.memory", "bot.state.limits", "bot.state.dedupe", "bot.state.journal", "bot.state.locks"}
+STATE_INTERFACES = {"bot.state", "bot.state.memory", "bot.state.limits", "bot.state.dedupe", "bot.state.journal", "bot.state.locks",
+                    "bot.state.channel_settings"}
 
 
 def imported_modules(path: Path, root: Path = ROOT) -> set[str]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from bot.models import Exemplar, Hit, IncomingMessage, Notice, ReplyEvent, Usage
 from bot.safety.moderation import Verdict
 from bot.safety.semantic import SemanticReading
+from bot.state.channel_settings import NONE, ChannelSettings
 
 if TYPE_CHECKING:
     from bot.engine.pipeline import Engine
@@ -43,6 +44,7 @@ class Answer:
     fallback: str | None = None  # why step vet replaced the model's answer with the extractive one
     started: float = field(default_factory=time.monotonic)
     done: bool = False
+    channel: ChannelSettings = NONE  # the channel's (or workspace's) persona, knowledge scope, rate limits
 
     def seconds_left(self, budget: float) -> float:
         """What is left of the answer's total deadline (`budget` seconds from its start)."""

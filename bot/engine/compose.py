@@ -53,7 +53,7 @@ def with_care(messages: list[dict[str, str]], categories: tuple[str, ...], conce
 
 def answer_prompt(engine: Engine, answer: Answer) -> list[dict[str, str]]:
     """The messages that ask for the answer, from what the earlier steps found."""
-    persona = engine.settings.core.persona
+    persona = answer.channel.persona or engine.settings.core.persona
     if engine.settings.local.enabled:  # a small model follows a short prompt better (step vet checks it did)
         messages = small_model_messages(persona, answer.history, answer.hits, answer.text)
     else:
@@ -87,7 +87,7 @@ async def write_draft(engine: Engine, answer: Answer) -> ModelError | None:
         call = engine.model.complete(answer.messages, max_tokens=core.answer_max_tokens)
         answer.draft, spent = await asyncio.wait_for(call, max(0.0, answer.seconds_left(core.answer_deadline_seconds)))
         answer.usage.append(spent)
-        answer.messages = prompts.tone_messages(core.persona, answer.draft, answer.examples)
+        answer.messages = prompts.tone_messages(answer.channel.persona or core.persona, answer.draft, answer.examples)
     except TimeoutError:
         failure = ModelError("unavailable", "the draft was not written within the deadline")
     except ModelError as exc:

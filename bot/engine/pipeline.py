@@ -25,7 +25,8 @@ from bot.ports import ChatModel, ExemplarSource, Retriever
 from bot.safety.moderation import Moderator
 from bot.safety.resources import load_resources
 from bot.safety.semantic import SemanticDetector
-from bot.state import Memory, StateUnavailable, Turn, local_limits, taken
+from bot.state import Memory, RateLimit, StateUnavailable, Turn, local_bucket, local_limits, taken
+from bot.state.channel_settings import NONE, ChannelSettings, ChannelSettingsStore, ChannelView
 from bot.tokens import estimate_tokens
 from config.settings import Settings
 
@@ -48,6 +49,7 @@ class Engine:
         shared: Any = None,
         steps: tuple[Step, ...] = STEPS,
         detector: SemanticDetector | None = None,
+        channels: ChannelSettingsStore | None = None,
     ) -> None:
         self.settings = settings
         self.retriever = retriever
@@ -73,6 +75,10 @@ class Engine:
         self.moderator = moderator
         self.exemplars = exemplars
         self.detector = detector  # the learned safety detector (step sense); the rules alone without it
+        # per-channel settings (persona, knowledge scope, rate limits), read on every message
+        self.channels = ChannelView(channels) if channels is not None else None
+        self._shared = shared
+        self._buckets: dict[tuple[str, int], RateLimit] = {}  # (kind, per minute) -> a channel's own bucket
 
     @property
     def mode(self) -> str:
@@ -135,7 +141,25 @@ class Engine:
             },
         )
 
-    async def _not_admitted(self, message: IncomingMessage, text: str) -> list[ReplyEvent]:
+    async def channel_settings(self, message: IncomingMessage) -> ChannelSettings:
+        """The message's channel and workspace overrides (NONE without a store, or when it fails)."""
+        if self.channels is None:
+            return NONE
+        return await self.channels.for_message(message.platform, message.workspace, message.channel)
+
+    def _bucket(self, kind: str, rate: int | None) -> RateLimit:
+        """The default bucket of `kind` ("user", "conversation"), or one at a channel's own rate."""
+        if rate is None:
+            return self.user_limit if kind == "user" else self.conversation_limit
+        bucket = self._buckets.get((kind, rate))
+        if bucket is None:
+            bucket = self._shared.bucket(kind, rate) if self._shared is not None else local_bucket(rate)
+            self._buckets[(kind, rate)] = bucket
+        return bucket
+
+    async def _not_admitted(
+        self, message: IncomingMessage, text: str, channel: ChannelSettings = NONE
+    ) -> list[ReplyEvent]:
         """The reply to a message that is not answered (empty, too long, too fast); [] to go on."""
         limit = self.settings.limits.max_message_chars
         if not text:
@@ -150,8 +174,10 @@ class Engine:
                 )
             ]
         try:
-            user_wait = await taken(self.user_limit.try_take(f"{message.platform}:{message.workspace}:{message.author}"))
-            wait = max(user_wait, await taken(self.conversation_limit.try_take(str(message.conversation))))
+            user_limit = self._bucket("user", channel.user_per_minute)
+            conversation_limit = self._bucket("conversation", channel.conversation_per_minute)
+            user_wait = await taken(user_limit.try_take(f"{message.platform}:{message.workspace}:{message.author}"))
+            wait = max(user_wait, await taken(conversation_limit.try_take(str(message.conversation))))
         except StateUnavailable as exc:  # limits are a courtesy: fail open, loudly
             log.error("rate limits unavailable, not applied: %s", exc)
             user_wait = wait = 0.0
@@ -170,7 +196,8 @@ class Engine:
 
     async def _answer(self, message: IncomingMessage, trace: str = "") -> AsyncIterator[ReplyEvent]:
         text = message.text.strip()
-        refusal = await self._not_admitted(message, text)
+        channel = await self.channel_settings(message)
+        refusal = await self._not_admitted(message, text, channel)
         if refusal:
             for event in refusal:
                 yield event
@@ -179,7 +206,7 @@ class Engine:
         finished = False
         try:
             async with self.locks.hold(key):
-                async for event in self._run_steps(key, message, text, trace):
+                async for event in self._run_steps(key, message, text, trace, channel):
                     finished = finished or isinstance(event, Final)
                     yield event
         except StateUnavailable as exc:
@@ -190,9 +217,11 @@ class Engine:
             async for event in replies.state_down(self, text):
                 yield event
 
-    async def _run_steps(self, key: str, message: IncomingMessage, text: str, trace: str) -> AsyncIterator[ReplyEvent]:
+    async def _run_steps(
+        self, key: str, message: IncomingMessage, text: str, trace: str, channel: ChannelSettings = NONE
+    ) -> AsyncIterator[ReplyEvent]:
         """The steps in order, until one gives the turn its Final."""
-        answer = Answer(message, key, text, trace)
+        answer = Answer(message, key, text, trace, channel=channel)
         for step in self.steps:
             async for event in step(self, answer):
                 yield event

@@ -82,11 +82,15 @@ async def search_query(engine: Engine, answer: Answer) -> str:
     return checked
 
 
-async def retrieve(engine: Engine, query: str, trace: str = "") -> tuple[list[Hit], Notice | None]:
-    """Relevant hits, or none and a notice when the store is down."""
+async def retrieve(
+    engine: Engine, query: str, trace: str = "", sources: tuple[str, ...] | None = None
+) -> tuple[list[Hit], Notice | None]:
+    """Relevant hits (with `sources`, a channel's knowledge scope: only from under those paths), or
+    none and a notice when the store is down."""
     started = time.perf_counter()
     try:
-        hits = await asyncio.wait_for(engine.retriever.search(query), engine.settings.retrieval.timeout_seconds)
+        search = engine.retriever.search(query, sources=list(sources)) if sources else engine.retriever.search(query)
+        hits = await asyncio.wait_for(search, engine.settings.retrieval.timeout_seconds)
         metrics.retrieval_took(time.perf_counter() - started)
     except Exception:  # a store outage or a search slower than the timeout must not stop the answer
         log.exception("retrieval failed; answering without the knowledge base")
@@ -113,7 +117,7 @@ async def retrieve(engine: Engine, query: str, trace: str = "") -> tuple[list[Hi
 
 async def search(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
     answer.query = await search_query(engine, answer)
-    answer.hits, outage = await retrieve(engine, answer.query, answer.trace)
+    answer.hits, outage = await retrieve(engine, answer.query, answer.trace, answer.channel.knowledge_scope)
     if outage is not None:
         answer.notices.append(outage)
         yield outage

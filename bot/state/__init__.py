@@ -22,6 +22,13 @@ def local_dedupe() -> EventDedupe:
     return Deduper()
 
 
+def local_bucket(per_minute: float) -> RateLimit:
+    """One in-process token bucket (a channel's own rate)."""
+    from bot.state.limits_local import TokenBucket
+
+    return TokenBucket(per_minute)
+
+
 def local_limits(user_per_minute: float, conversation_per_minute: float) -> tuple[RateLimit, RateLimit, TurnTaking]:
     """In-process (user bucket, conversation bucket, turn-taking)."""
     from bot.state.limits_local import ConversationLocks, TokenBucket
@@ -38,6 +45,7 @@ __all__ = [
     "Turn",
     "TurnTaking",
     "WorkJournal",
+    "local_bucket",
     "local_dedupe",
     "local_limits",
     "taken",
