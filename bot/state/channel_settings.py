@@ -188,6 +188,8 @@ class ChannelView:
             workspace_scope, channel_scope = scopes_of(platform, workspace, channel)
             merged = NONE
             for scope in (workspace_scope, channel_scope):
+                if not _SCOPE.match(scope):  # the terminal, the simulator: no scope can name them
+                    return merged
                 found = await self._get(scope)
                 if found is not None:
                     merged = found.over(merged)
