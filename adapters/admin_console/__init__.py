@@ -2,7 +2,7 @@
 (docs/console.md). Mounted only when ADVISOR_ADMIN_TOKEN is set.
 
 Modules: `auth` (token check, signed session cookies, sign-in limit), `csrf`, `handlers` (routes),
-`jobs` (a reindex followed from the page), `status` (error counts), `templates` (HTML), `static/`.
+`jobs` (a reindex followed from the page), `channels` (per-channel settings), `status` (error counts), `templates` (HTML), `static/`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.admin_console.channels import ChannelsPage
 from adapters.admin_console.handlers import Console
 from bot.ops.readiness import Check
 from config.settings import Settings
@@ -32,6 +33,7 @@ def mount(app: web.Application, settings: Settings, admin: Any, retriever: Any, 
         settings.core.knowledge_paths,
     )
     console.add_routes(app)
+    ChannelsPage(console).add_routes(app)  # /admin/channels: per-channel settings
     return console
 
 
