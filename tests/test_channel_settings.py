@@ -28,7 +28,7 @@ from retrieval.store_qdrant import QdrantClientStore
 from tests.harness.openai_server import FakeOpenAI
 from tests.harness.redis_server import RedisServer
 
-pytest_plugins = ["conftest_redis"]  # the redis_server fixture
+pytest_plugins = ["conftest_redis"]  # the redis_server and shared fixtures
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -231,3 +231,21 @@ async def test_the_engine_searches_only_a_channels_scope(tmp_path: Path, scoped_
     await unscoped.memory.close()
     await channels.close()
     await engine.memory.close()
+
+
+async def test_with_redis_every_process_sees_a_channels_settings_and_its_bucket(
+    tmp_path: Path, retriever: HybridRetriever, shared: Any
+) -> None:
+    """Two processes (each its own SharedState and engine, as bot/wiring.py builds them): an edit
+    made through one applies in the other, and the channel's own rate is one bucket for both."""
+    from bot.wiring import build_channel_settings
+
+    first, second = await shared(), await shared()
+    engines = [
+        Engine(load_settings(None), retriever, state.memory, shared=state, channels=build_channel_settings(load_settings(None), state))
+        for state in (first, second)
+    ]
+    await engines[0].channels.store.put("slack:T1:C1", ChannelSettings(user_per_minute=1))  # type: ignore[union-attr]
+    assert (await ask(engines[0], message("emergency fund?"))).mode == "offline"
+    assert (await ask(engines[1], message("and credit scores?"))).mode == "limited"
+    assert (await ask(engines[1], message("and credit scores?", "C2"))).mode == "offline"

@@ -13,19 +13,34 @@ from bot.state.channel_settings import ChannelSettings, check_scope, check_setti
 
 
 class SqliteChannelSettings:
+    """The file is opened on first use, so a process that never reads settings (`advisor chat`)
+    never opens or creates it."""
+
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False)
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        with self._lock, self._conn:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("CREATE TABLE IF NOT EXISTS channel_settings (scope TEXT PRIMARY KEY, body TEXT NOT NULL)")
+        self._closed = False
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise sqlite3.ProgrammingError("the channel settings store is closed")
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, check_same_thread=False)
+            with conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("CREATE TABLE IF NOT EXISTS channel_settings (scope TEXT PRIMARY KEY, body TEXT NOT NULL)")
+            self._conn = conn
+        return self._conn
 
     async def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]] | int:
         def run() -> list[tuple[Any, ...]] | int:
-            with self._lock, self._conn:
-                cursor = self._conn.execute(sql, args)
-                return cursor.fetchall() if sql.lstrip().upper().startswith("SELECT") else cursor.rowcount
+            with self._lock:
+                conn = self._connection()
+                with conn:
+                    cursor = conn.execute(sql, args)
+                    return cursor.fetchall() if sql.lstrip().upper().startswith("SELECT") else cursor.rowcount
 
         return await asyncio.to_thread(run)
 
@@ -51,4 +66,11 @@ class SqliteChannelSettings:
         return {scope: ChannelSettings.from_dict(json.loads(body)) for scope, body in rows}
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._conn.close)
+        def run() -> None:
+            with self._lock:
+                self._closed = True
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
+        await asyncio.to_thread(run)
