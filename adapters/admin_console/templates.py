@@ -26,7 +26,7 @@ article.turn{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:
 article.turn h3{font-size:1em;margin:.2rem 0 .4rem} .badge{padding:0 .4rem;border-radius:4px;background:#eef0f3}
 .badge.bad{background:#fde7e7}.badge.ok{background:#e6f4ea} blockquote.answer{background:#eef4ff;border-color:#5b8def}
 blockquote.correction{background:#e6f4ea;border-color:#137333} textarea{width:100%;min-height:5rem;font:inherit}
-.pager{display:flex;gap:1rem}
+.pager{display:flex;gap:1rem} #filters label{margin-right:1rem}
 """
 
 
@@ -162,7 +162,7 @@ def knowledge(
     return page("Knowledge base", body, csrf, flash)
 
 
-FEEDBACK = {1: ("👍", "ok"), -1: ("👎", "bad")}
+FEEDBACK = {1: ("👍 up", "ok"), -1: ("👎 down", "bad")}
 
 
 def text_or_length(kind: str, text: str | None, show: bool) -> str:
@@ -221,6 +221,7 @@ def review_block(csrf: str, item: Any, back: str, show: bool) -> str:
         if review.correction is not None:
             state += text_or_length("correction", review.correction, show)
     action = f"/admin/conversations/{turn_id}/review"
+    draft = review.correction if show and review is not None and review.correction else ""  # to edit, when shown
     hidden = f'{csrf_input(csrf)}<input type="hidden" name="back" value="{e(back)}">'
     return (
         f'<div class="review">{state}'
@@ -228,7 +229,7 @@ def review_block(csrf: str, item: Any, back: str, show: bool) -> str:
         '<button type="submit" name="action" value="good">Mark good</button></form>'
         f'<form method="post" action="{action}" class="correct">{hidden}'
         f'<label>Corrected answer (at most {MAX_CORRECTION_CHARS:,} characters)'
-        f'<textarea name="correction" maxlength="{MAX_CORRECTION_CHARS}"></textarea></label>'
+        f'<textarea name="correction" maxlength="{MAX_CORRECTION_CHARS}">{e(draft)}</textarea></label>'
         '<button type="submit" name="action" value="correct">Save correction</button></form></div>'
     )
 
@@ -245,7 +246,7 @@ def conversations(
     checked = {True: " checked", False: ""}
     form = (
         '<section id="filters"><form method="get" action="/admin/conversations">'
-        f'<label><input type="checkbox" name="disliked" value="1"{checked[filters.disliked]}> 👎 only</label> '
+        f'<label><input type="checkbox" name="disliked" value="1"{checked[filters.disliked]}> 👎 (thumbs down) only</label> '
         f'<label><input type="checkbox" name="flagged" value="1"{checked[filters.flagged]}> crisis / moderation</label> '
         f'<label>Channel <input type="text" name="prefix" value="{e(filters.prefix)}" '
         'placeholder="conversation key prefix, e.g. slack:T1:C1"></label> '
