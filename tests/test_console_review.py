@@ -237,7 +237,7 @@ async def test_an_unknown_turn_is_404_and_nothing_changes(hidden: Served) -> Non
     for turn in (999_999, question.id):
         status, body, _ = await post_review(hidden, turn, {"action": "good"})
         assert status == 404 and f"There is no answered turn #{turn}" in body and "Nothing was changed." in body
-    status, body, _ = await post_review(hidden, "abc", {"action": "good"})
+    status, body, _ = await post_review(hidden, "abc", {"action": "good", "back": "a=1&" * 50})
     assert status == 404 and "There is no answered turn" in body
     assert await engine.memory.reviewed_turns() == [] and final.turn_id
 
@@ -271,3 +271,27 @@ async def test_a_memory_that_cannot_be_read_gives_a_clear_page(hidden: Served, m
     monkeypatch.setattr(engine.memory, "answered_turns", broken)
     status, body = await page(http, server.url + "/admin/conversations")
     assert status == 503 and "The conversation memory could not be read" in body
+
+
+async def test_a_correction_sent_in_pieces_is_read_whole(shown: Served) -> None:
+    """A long form arriving in several TCP writes (chunked here) is read to its end, not cut at the first."""
+    import asyncio
+    from urllib.parse import urlencode
+
+    server, engine, http = shown
+    final = await ask(engine, QUESTION)
+    _, listing = await page(http, server.url + "/admin/conversations")
+    correction = "Three to six months of costs. " * 200
+    body = urlencode({"csrf_token": csrf_of(listing), "action": "correct", "correction": correction}).encode()
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start: start + 1000]
+            await asyncio.sleep(0.01)
+
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    url = f"{server.url}/admin/conversations/{final.turn_id}/review"
+    async with http.post(url, data=pieces(), headers=headers, allow_redirects=False) as response:
+        assert response.status == 303
+    [reviewed] = await engine.memory.reviewed_turns()
+    assert reviewed.review is not None and reviewed.review.correction == correction.strip()

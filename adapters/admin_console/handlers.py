@@ -246,7 +246,10 @@ class Console:
     async def review(self, request: web.Request) -> web.Response:
         """Mark an answer good, or store a corrected answer (trimmed, not empty, at most MAX_CORRECTION_CHARS)."""
         form = request[FORM]
-        back = dict(parse_qsl(form.get("back", ""), max_num_fields=10))
+        try:  # the listing the form came from, to go back to
+            back = dict(parse_qsl(form.get("back", ""), max_num_fields=10))
+        except ValueError:
+            back = {}
         listing = Listing.read(back)
 
         async def refuse(message: str, status: int) -> web.Response:
@@ -327,9 +330,17 @@ async def read_form(request: web.Request, max_bytes: int = MAX_FORM_BYTES) -> di
     """The url-encoded form, at most `max_bytes` (413 beyond, chunked bodies too)."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=request.content_length)
-    body = await request.content.read(max_bytes + 1)
-    if len(body) > max_bytes:
-        raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=len(body))
+    chunks: list[bytes] = []
+    size = 0
+    while True:  # one read() returns what has arrived so far, not necessarily the whole body
+        chunk = await request.content.read(max_bytes + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=size)
+    body = b"".join(chunks)
     if request.content_type not in ("application/x-www-form-urlencoded", ""):
         raise web.HTTPUnsupportedMediaType(text="the console takes url-encoded forms")
     try:
