@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -282,22 +283,21 @@ async def test_answered_turns_newest_first_with_their_questions_and_paged(memory
 
 
 async def test_answered_turns_filters_feedback_prefix_and_flags(memory: Memory) -> None:
-    _, liked = await exchange(memory, "slack:T1:C1:1", 10.0)
-    _, disliked = await exchange(memory, "slack:T1:C2:1", 20.0)
-    _, crisis = await exchange(memory, "discord:G1:C1:1", 30.0, "crisis", reasons=["lexical"])
-    _, moderated = await exchange(memory, "slack:t1:C1:2", 40.0, "moderated", categories=["violence"])
-    _, marked = await exchange(memory, "slack:T1_%:C1:1", 50.0, flagged=True)
-    _, not_marked = await exchange(memory, "slack:T1:C1:3", 60.0, flagged="yes")
-    assert await memory.set_feedback(liked.id, 1)
-    assert await memory.set_feedback(disliked.id, -1)
-    assert await memory.set_feedback(crisis.id, -1)
+    async def answer_id(conversation: str, at: float, mode: str = "model", **meta: object) -> int:
+        return (await exchange(memory, conversation, at, mode, **meta))[1].id
 
-    async def answers(**filters: object) -> list[int]:
-        return [item.answer.id for item in await memory.answered_turns(TurnFilters(**filters))]  # type: ignore[arg-type]
+    liked = await answer_id("slack:T1:C1:1", 10.0)
+    disliked = await answer_id("slack:T1:C2:1", 20.0)
+    crisis = await answer_id("discord:G1:C1:1", 30.0, "crisis", reasons=["lexical"])
+    moderated = await answer_id("slack:t1:C1:2", 40.0, "moderated", categories=["violence"])
+    marked = await answer_id("slack:T1_%:C1:1", 50.0, flagged=True)
+    not_marked = await answer_id("slack:T1:C1:3", 60.0, flagged="yes")  # only JSON true flags an answer
+    assert await memory.set_feedback(liked, 1)
+    assert await memory.set_feedback(disliked, -1)
+    assert await memory.set_feedback(crisis, -1)
 
-    liked, disliked, crisis, moderated, marked, not_marked = (  # type: ignore[assignment]
-        t.id for t in (liked, disliked, crisis, moderated, marked, not_marked)
-    )
+    async def answers(**filters: Any) -> list[int]:
+        return [item.answer.id for item in await memory.answered_turns(TurnFilters(**filters))]
 
     assert await answers(disliked=True) == [crisis, disliked]
     assert await answers(prefix="slack:T1:") == [not_marked, disliked, liked], "a case-sensitive, literal prefix"
@@ -306,6 +306,8 @@ async def test_answered_turns_filters_feedback_prefix_and_flags(memory: Memory) 
     assert await answers(flagged=True, disliked=True) == [crisis]
     assert await answers(flagged=True, prefix="slack:") == [marked, moderated]
     assert await answers(prefix="nowhere:") == []
+    [listed] = await memory.answered_turns(TurnFilters(disliked=True, prefix="slack:"))
+    assert listed.answer.feedback == -1 and listed.question is not None and listed.question.content == "question at 20"
 
 
 async def test_reviews_are_stored_replaced_listed_and_validated(memory: Memory) -> None:

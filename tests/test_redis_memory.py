@@ -80,6 +80,8 @@ async def test_a_random_session_gives_identical_results_on_both(tmp_path: Path, 
                 )
             )
         assert results["redis"] == results["sqlite"], step
+    reviews = [entry[2] for entry in results["sqlite"] if len(entry) == 3 and entry[1] == "review"]
+    assert True in reviews and False in reviews, "some reviews landed on answers, some did not"
     await sqlite.close()
     await redis_memory.close()
 
