@@ -423,3 +423,43 @@ async def test_a_database_from_before_reviews_is_migrated_without_losing_a_turn(
     assert await again.history("c1") == before
     assert (await again.reviewed_turns())[0].review == Review("good", None, 5.0)
     await again.close()
+
+
+async def test_two_processes_migrating_one_old_database_at_once(tmp_path: Path) -> None:
+    """Web workers open the same file together: a column another one added between this one's look
+    at the table and its ALTER is no error."""
+    import sqlite3
+
+    from bot.state.memory_sqlite import migrate
+
+    class LookedEarlier:
+        """A connection whose look at the table was taken before the other process migrated."""
+
+        def __init__(self, conn: sqlite3.Connection, columns: list[Any]) -> None:
+            self.conn, self.columns = conn, columns
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.conn, name)
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            return iter(self.columns) if sql.startswith("PRAGMA table_info") else self.conn.execute(sql, *args)
+
+        def __enter__(self) -> Any:
+            return self.conn.__enter__()
+
+        def __exit__(self, *exc: Any) -> Any:
+            return self.conn.__exit__(*exc)
+
+    path = tmp_path / "old.sqlite3"
+    first, second = sqlite3.connect(path), sqlite3.connect(path)
+    first.executescript(SCHEMA)
+    stale = second.execute("PRAGMA table_info(turns)").fetchall()
+    assert "review_status" not in {row[1] for row in stale}
+    migrate(first)
+    migrate(LookedEarlier(second, stale))  # type: ignore[arg-type]  # its ALTERs are refused as duplicates: fine
+    for conn in (first, second):
+        conn.close()
+    memory = SqliteMemory(path)
+    answer = await memory.add("c1", "assistant", "an answer", {"mode": "model"})
+    assert await memory.set_review(answer.id, "good")
+    await memory.close()

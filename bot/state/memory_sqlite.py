@@ -71,10 +71,15 @@ def migrate(conn: sqlite3.Connection) -> None:
     """The schema, and the review columns on a database made before them (its turns are kept)."""
     conn.executescript(SCHEMA)
     have = {row[1] for row in conn.execute("PRAGMA table_info(turns)")}
-    with conn:
-        for name, kind in REVIEW_COLUMNS.items():
-            if name not in have:
+    for name, kind in REVIEW_COLUMNS.items():
+        if name in have:
+            continue
+        try:
+            with conn:
                 conn.execute(f"ALTER TABLE turns ADD COLUMN {name} {kind}")
+        except sqlite3.OperationalError as exc:  # another process (a web worker) added it first
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def _answered(conn: sqlite3.Connection, row: tuple[Any, ...]) -> AnsweredTurn:
