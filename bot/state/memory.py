@@ -1,4 +1,5 @@
-"""Conversation memory, the interface: a turn, the budget rule, and what every memory does.
+"""Conversation memory, the interface: a turn, the budget rule, and what every memory does,
+including the admins' reviews of answers (the console's conversations page) and their filters.
 
 `SqliteMemory` (memory_sqlite, one process) and `RedisMemory` (memory_redis, every process
 of a deployment) implement it with the same results; tests/test_memory*.py hold both to it.
