@@ -102,7 +102,7 @@ async def run_web(
     if settings.console.token is not None:
         from adapters.admin_console import mount
 
-        if mount(app, settings, services.admin, services.stack.retriever, checks) is not None:
+        if mount(app, settings, services.admin, services.stack.retriever, checks, services.engine.memory) is not None:
             mounted.append("advice console at /admin")
     if not mounted:
         raise RuntimeError(

@@ -399,6 +399,10 @@ class ConsoleSettings(_Group):
         None, description="signs console session cookies; set it when several web workers serve the console"
     )
     session_hours: float = Field(8.0, gt=0, le=720, description="how long a console sign-in lasts")
+    show_messages: bool = Field(
+        False,
+        description="show question and answer text on the console's conversations page (otherwise lengths and metadata only)",
+    )
 
 
 class SafetySettings(_Group):

@@ -1,6 +1,7 @@
 """The advice console in a real browser: Debian's chromium, headless, driven by selenium through
 the system chromedriver (never Selenium Manager, which would download one). Sign in, the status
-page, a reindex followed to done by the page's own script, and a forged CSRF post refused.
+page, a reindex followed to done by the page's own script, a forged CSRF post refused, and a 👎
+answer corrected on the conversations page.
 Screenshots of each page go to the test's temporary folder, or to docs/console/ with
 ADVISOR_CONSOLE_SCREENSHOTS=1 (so a test run leaves the tree as it was). Skipped without chromium,
 except under CI."""
@@ -10,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.models import Final, IncomingMessage
 from bot.ops.admin import Admin
 from config.settings import load_settings
 from retrieval.ingest import Ingestor
@@ -67,14 +70,16 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-async def served(setenv: Callable[..., None], kb_dir: Path, stack: Any, retriever: Any) -> AsyncIterator[tuple[ConsoleServer, GatedEmbedder]]:
-    setenv(ADVISOR_ADMIN_TOKEN=TOKEN, ADVISOR_KNOWLEDGE_PATHS=str(kb_dir))
+async def served(
+    setenv: Callable[..., None], kb_dir: Path, stack: Any, retriever: Any
+) -> AsyncIterator[tuple[ConsoleServer, GatedEmbedder, Any]]:
+    setenv(ADVISOR_ADMIN_TOKEN=TOKEN, ADVISOR_KNOWLEDGE_PATHS=str(kb_dir), ADVISOR_ADMIN_SHOW_MESSAGES="true")
     settings = load_settings(None)
     engine = stack.engine(settings)
     gated = GatedEmbedder(retriever.embedder)
     admin = Admin(engine, Ingestor(retriever.store, gated, retriever.sparse), retriever.store, settings.core.knowledge_paths)
     server = await ConsoleServer(settings, engine, admin, retriever).started()
-    yield server, gated
+    yield server, gated, engine
     gated.gate.set()
     await server.stop()
 
@@ -94,7 +99,7 @@ async def until(check: Callable[[], Any], timeout: float = 30) -> Any:
 async def test_sign_in_status_reindex_and_forged_csrf_in_a_browser(browser: Any, served: Any, shots: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    server, gated = served
+    server, gated, engine = served
     shots.mkdir(parents=True, exist_ok=True)
     run = asyncio.to_thread
 
@@ -147,3 +152,26 @@ async def test_sign_in_status_reindex_and_forged_csrf_in_a_browser(browser: Any,
     await run(browser.save_screenshot, str(shots / "forged-csrf.png"))
     await run(browser.get, server.url + "/admin/knowledge")
     assert await until(lambda: browser.find_elements(By.CSS_SELECTOR, '#reindex-progress[data-state="done"]'))
+
+    # a 👎 answer, found with the filter and corrected on the conversations page
+    message = IncomingMessage("slack", "T1", "C1", "1.0", "U1", "How big should my emergency fund be?", time.time(), "m-1")
+    [final] = [event async for event in engine.answer(message) if isinstance(event, Final)]
+    assert await engine.record_feedback(final.turn_id, -1)
+    await run(browser.get, server.url + "/admin/conversations?disliked=1")
+    turn = f"#turn-{final.turn_id}"
+    assert "👎" in await until(lambda: browser.find_elements(By.CSS_SELECTOR, turn) and text_of(turn))
+    correction = "Aim for three to six months of essential costs, kept in an easy-access savings account."
+
+    def correct() -> None:
+        browser.find_element(By.CSS_SELECTOR, f"{turn} form.correct textarea").send_keys(correction)
+        browser.find_element(By.CSS_SELECTOR, f"{turn} form.correct button").click()
+
+    await run(correct)
+    await until(lambda: browser.find_elements(By.CSS_SELECTOR, f'{turn}[data-review="corrected"]'))
+    shown = await run(text_of, turn)
+    assert correction in shown and "How big should my emergency fund be?" in shown
+    assert f"Review of answer #{final.turn_id} saved." in await run(text_of, ".flash")
+    await run(browser.execute_script, "window.scrollTo(0, 0)")  # the redirect's #turn-N scrolled past the message
+    await run(browser.save_screenshot, str(shots / "conversations.png"))
+    [reviewed] = await engine.memory.reviewed_turns()
+    assert reviewed.review is not None and reviewed.review.status == "corrected" and reviewed.review.correction == correction

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bot.state.memory import MAX_CORRECTION_CHARS, AnsweredTurn, Review, TurnFilters
 from bot.state.memory_redis import RedisMemory
-from bot.state.memory_sqlite import SqliteMemory, Turn
+from bot.state.memory_sqlite import SCHEMA, SqliteMemory, Turn
 from bot.state.redis_client import connect
 from tests.harness.redis_server import RedisServer
 
@@ -255,6 +257,97 @@ async def test_conversations_counts_those_with_turns(memory: Memory) -> None:
     assert await memory.conversations() == 1
 
 
+async def exchange(memory: Memory, conversation: str, at: float, mode: str = "model", **meta: object) -> tuple[Turn, Turn]:
+    question = await memory.add(conversation, "user", f"question at {at:g}", {"author": "U1"}, at=at)
+    answer = await memory.add(conversation, "assistant", f"answer at {at:g}", {"mode": mode, **meta}, at=at + 0.5)
+    return question, answer
+
+
+async def test_answered_turns_newest_first_with_their_questions_and_paged(memory: Memory) -> None:
+    asked, answered = await exchange(memory, "slack:T1:C1:1", 10.0)
+    _, later = await exchange(memory, "discord:G1:C2:9", 20.0, "offline")
+    await memory.add("slack:T1:C1:1", "user", "unanswered", at=30.0)
+    summary_first = await memory.add("c3", "summary", "earlier talk", at=1.0)
+    lone = await memory.add("c3", "assistant", "an answer after a summary only", {"mode": "model"}, at=5.0)
+    tied = await memory.add("c3", "assistant", "same second, later id", {"mode": "model"}, at=5.0)
+    everything = await memory.answered_turns()
+    assert [item.answer for item in everything] == [later, answered, tied, lone]
+    assert everything[1] == AnsweredTurn(answered, asked, None)
+    assert everything[0].question is not None and everything[0].question.content == "question at 20"
+    assert everything[2].question is None, "the turn before it is an answer, not a question"
+    assert everything[3].question is None and summary_first.role == "summary"
+    assert [item.answer for item in await memory.answered_turns(limit=2)] == [later, answered]
+    assert [item.answer for item in await memory.answered_turns(limit=2, offset=2)] == [tied, lone]
+    assert await memory.answered_turns(limit=2, offset=4) == []
+    assert await memory.answered_turns(limit=0) == []
+
+
+async def test_answered_turns_filters_feedback_prefix_and_flags(memory: Memory) -> None:
+    async def answer_id(conversation: str, at: float, mode: str = "model", **meta: object) -> int:
+        return (await exchange(memory, conversation, at, mode, **meta))[1].id
+
+    liked = await answer_id("slack:T1:C1:1", 10.0)
+    disliked = await answer_id("slack:T1:C2:1", 20.0)
+    crisis = await answer_id("discord:G1:C1:1", 30.0, "crisis", reasons=["lexical"])
+    moderated = await answer_id("slack:t1:C1:2", 40.0, "moderated", categories=["violence"])
+    marked = await answer_id("slack:T1_%:C1:1", 50.0, flagged=True)
+    not_marked = await answer_id("slack:T1:C1:3", 60.0, flagged="yes")  # only JSON true flags an answer
+    assert await memory.set_feedback(liked, 1)
+    assert await memory.set_feedback(disliked, -1)
+    assert await memory.set_feedback(crisis, -1)
+
+    async def answers(**filters: Any) -> list[int]:
+        return [item.answer.id for item in await memory.answered_turns(TurnFilters(**filters))]
+
+    assert await answers(disliked=True) == [crisis, disliked]
+    assert await answers(prefix="slack:T1:") == [not_marked, disliked, liked], "a case-sensitive, literal prefix"
+    assert await answers(prefix="slack:T1_%") == [marked]
+    assert await answers(flagged=True) == [marked, moderated, crisis]
+    assert await answers(flagged=True, disliked=True) == [crisis]
+    assert await answers(flagged=True, prefix="slack:") == [marked, moderated]
+    assert await answers(prefix="nowhere:") == []
+    [listed] = await memory.answered_turns(TurnFilters(disliked=True, prefix="slack:"))
+    assert listed.answer.feedback == -1 and listed.question is not None and listed.question.content == "question at 20"
+
+
+async def test_reviews_are_stored_replaced_listed_and_validated(memory: Memory) -> None:
+    asked, answer = await exchange(memory, "c1", 10.0)
+    _, other = await exchange(memory, "c2", 20.0)
+    assert await memory.reviewed_turns() == []
+    assert await memory.set_review(answer.id, "corrected", "  Keep three to six months of costs.\n", at=100.0)
+    assert await memory.set_review(other.id, "good", at=101.0)
+    corrected = Review("corrected", "Keep three to six months of costs.", 100.0)
+    assert await memory.reviewed_turns() == [
+        AnsweredTurn(answer, asked, corrected),
+        AnsweredTurn(other, (await memory.history("c2"))[0], Review("good", None, 101.0)),
+    ]
+    listed = await memory.answered_turns()
+    assert [item.review for item in listed] == [Review("good", None, 101.0), corrected]
+    assert await memory.set_review(answer.id, "good", at=102.0)  # a new verdict replaces the old one
+    assert (await memory.reviewed_turns())[0].review == Review("good", None, 102.0)
+    assert await memory.history("c1") == [asked, answer], "a review leaves the turns as they were"
+    for status, correction in (("fine", None), ("corrected", "   "), ("corrected", None), ("good", "but why"),
+                               ("corrected", "x" * (MAX_CORRECTION_CHARS + 1))):
+        with pytest.raises(ValueError):
+            await memory.set_review(answer.id, status, correction)
+    assert await memory.set_review(answer.id, "corrected", "y" * MAX_CORRECTION_CHARS, at=103.0)
+    assert not await memory.set_review(answer.id + 1000, "good"), "no such turn"
+    assert not await memory.set_review(asked.id, "good"), "a question is not an answer"
+    assert not await memory.set_review(-1, "good")
+    assert [item.answer for item in await memory.reviewed_turns()] == [answer, other]
+
+
+async def test_reviews_go_with_their_turns(memory: Memory) -> None:
+    _, answer = await exchange(memory, "c1", 10.0)
+    _, kept = await exchange(memory, "c2", 2000.0)
+    assert await memory.set_review(answer.id, "good") and await memory.set_review(kept.id, "good")
+    await memory.forget("c1")
+    assert [item.answer for item in await memory.reviewed_turns()] == [kept]
+    assert not await memory.set_review(answer.id, "good")
+    await memory.purge_older_than(10.0, now=3000.0)
+    assert await memory.reviewed_turns() == [] and await memory.answered_turns() == []
+
+
 # -- only SQLite: its own token count, its file ---------------------------------------------------
 
 
@@ -281,3 +374,92 @@ async def test_everything_survives_a_restart(tmp_path: Path) -> None:
     assert await reopened.conversations() == 2
     assert await reopened.find_by_meta("c1", "platform_message_id", "m1") == after[1]
     await reopened.close()
+
+
+async def test_reviews_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "memory.sqlite3"
+    memory = SqliteMemory(path)
+    question = await memory.add("c1", "user", "how big an emergency fund?", at=1.0)
+    answer = await memory.add("c1", "assistant", "a year of costs", {"mode": "model"}, at=2.0)
+    assert await memory.set_feedback(answer.id, -1)
+    assert await memory.set_review(answer.id, "corrected", "three to six months of costs", at=3.0)
+    await memory.close()
+    reopened = SqliteMemory(path)
+    review = Review("corrected", "three to six months of costs", 3.0)
+    assert await reopened.reviewed_turns() == [AnsweredTurn(replace_feedback(answer, -1), question, review)]
+    await reopened.close()
+
+
+def replace_feedback(turn: Turn, value: int) -> Turn:
+    import dataclasses
+
+    return dataclasses.replace(turn, feedback=value)
+
+
+async def test_a_database_from_before_reviews_is_migrated_without_losing_a_turn(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    old_schema = SCHEMA  # the review columns are added by migration, never by the CREATE TABLE
+    assert "review" not in old_schema
+    conn = sqlite3.connect(path)
+    conn.executescript(old_schema)
+    conn.execute("INSERT INTO turns (conversation, role, content, created_at, tokens, meta, feedback) "
+                 "VALUES ('c1', 'user', 'old question', 1.0, 2, '{}', NULL)")
+    conn.execute("INSERT INTO turns (conversation, role, content, created_at, tokens, meta, feedback) "
+                 "VALUES ('c1', 'assistant', 'old answer', 2.0, 2, ?, -1)", (json.dumps({"mode": "offline"}),))
+    conn.commit()
+    conn.close()
+
+    memory = SqliteMemory(path)
+    before = await memory.history("c1")
+    assert [(t.content, t.feedback) for t in before] == [("old question", None), ("old answer", -1)]
+    [listed] = await memory.answered_turns(TurnFilters(disliked=True))
+    assert listed == AnsweredTurn(before[1], before[0], None)
+    assert await memory.set_review(before[1].id, "good", at=5.0)
+    await memory.close()
+    again = SqliteMemory(path)  # the migration runs again on the migrated file: nothing changes
+    assert await again.history("c1") == before
+    assert (await again.reviewed_turns())[0].review == Review("good", None, 5.0)
+    await again.close()
+
+
+async def test_two_processes_migrating_one_old_database_at_once(tmp_path: Path) -> None:
+    """Web workers open the same file together: a column another one added between this one's look
+    at the table and its ALTER is no error."""
+    import sqlite3
+
+    from bot.state.memory_sqlite import migrate
+
+    class LookedEarlier:
+        """A connection whose look at the table was taken before the other process migrated."""
+
+        def __init__(self, conn: sqlite3.Connection, columns: list[Any]) -> None:
+            self.conn, self.columns = conn, columns
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.conn, name)
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            return iter(self.columns) if sql.startswith("PRAGMA table_info") else self.conn.execute(sql, *args)
+
+        def __enter__(self) -> Any:
+            return self.conn.__enter__()
+
+        def __exit__(self, *exc: Any) -> Any:
+            return self.conn.__exit__(*exc)
+
+    path = tmp_path / "old.sqlite3"
+    first, second = sqlite3.connect(path), sqlite3.connect(path)
+    first.executescript(SCHEMA)
+    stale = second.execute("PRAGMA table_info(turns)").fetchall()
+    assert "review_status" not in {row[1] for row in stale}
+    migrate(first)
+    migrate(LookedEarlier(second, stale))  # type: ignore[arg-type]  # its ALTERs are refused as duplicates: fine
+    for conn in (first, second):
+        conn.close()
+    memory = SqliteMemory(path)
+    answer = await memory.add("c1", "assistant", "an answer", {"mode": "model"})
+    assert await memory.set_review(answer.id, "good")
+    await memory.close()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bot.state.memory import TurnFilters
 from bot.state.memory_sqlite import SqliteMemory
 from bot.state.redis_client import RedisUnavailable, close, connect, ping, redact_url
 from bot.state.memory_redis import RedisMemory
@@ -37,7 +38,7 @@ async def test_a_random_session_gives_identical_results_on_both(tmp_path: Path, 
     results: dict[str, list[Any]] = {"sqlite": [], "redis": []}
     for step in range(200):
         conversation = rng.choice(conversations)
-        action = rng.choice(["add", "add", "add", "fit", "summarise", "drop", "forget", "purge", "feedback", "find"])
+        action = rng.choice(["add", "add", "add", "fit", "summarise", "drop", "forget", "purge", "feedback", "find", "review"])
         at = float(rng.randint(0, 50))
         author = rng.choice(["U1", "U2"])
         for name, memory in (("sqlite", sqlite), ("redis", redis_memory)):
@@ -60,6 +61,9 @@ async def test_a_random_session_gives_identical_results_on_both(tmp_path: Path, 
                 out = await memory.purge_older_than(40.0, now=at + 10)
             elif action == "feedback":
                 out = await memory.set_feedback(step % 40 + 1, (1, -1)[step % 2])
+            elif action == "review":
+                correction = f"better answer {step}" if step % 3 else None
+                out = await memory.set_review(step % 40 + 1, "corrected" if correction else "good", correction, at=float(step))
             else:
                 out = await memory.find_by_meta(conversation, "author", author)
             results[name].append((step, action, out))
@@ -71,9 +75,13 @@ async def test_a_random_session_gives_identical_results_on_both(tmp_path: Path, 
                     await memory.conversations(),
                     await memory.conversations_of("b_%", author),
                     await memory.conversations_of("", author),
+                    await memory.answered_turns(TurnFilters(disliked=step % 2 == 0, prefix="b"), limit=5, offset=step % 3),
+                    await memory.reviewed_turns(),
                 )
             )
         assert results["redis"] == results["sqlite"], step
+    reviews = [entry[2] for entry in results["sqlite"] if len(entry) == 3 and entry[1] == "review"]
+    assert True in reviews and False in reviews, "some reviews landed on answers, some did not"
     await sqlite.close()
     await redis_memory.close()
 

@@ -8,6 +8,7 @@ from html import escape
 from typing import Any
 
 from adapters.admin_console.csrf import FIELD
+from bot.state.memory import MAX_CORRECTION_CHARS
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -21,6 +22,11 @@ table{border-collapse:collapse;width:100%} td,th{text-align:left;padding:.25rem 
 input[type=text],input[type=password],input[type=search]{padding:.35rem;min-width:18rem}
 button{padding:.35rem .9rem;cursor:pointer} progress{width:18rem}
 blockquote{margin:.3rem 0;padding:.3rem .6rem;background:#fff8e1;border-left:3px solid #f2b600;white-space:pre-wrap}
+article.turn{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:.6rem 1.1rem;margin-bottom:.8rem}
+article.turn h3{font-size:1em;margin:.2rem 0 .4rem} .badge{padding:0 .4rem;border-radius:4px;background:#eef0f3}
+.badge.bad{background:#fde7e7}.badge.ok{background:#e6f4ea} blockquote.answer{background:#eef4ff;border-color:#5b8def}
+blockquote.correction{background:#e6f4ea;border-color:#137333} textarea{width:100%;min-height:5rem;font:inherit}
+.pager{display:flex;gap:1rem} #filters label{margin-right:1rem}
 """
 
 
@@ -44,7 +50,7 @@ def page(title: str, body: str, csrf: str | None = None, flash: tuple[str, str] 
     if csrf is not None:
         nav = (
             '<a href="/admin">Status</a><a href="/admin/knowledge">Knowledge base</a>'
-            '<a href="/admin/channels">Channels</a>'
+            '<a href="/admin/conversations">Conversations</a><a href="/admin/channels">Channels</a>'
             f'<form method="post" action="/admin/logout">{csrf_input(csrf)}<button type="submit">Sign out</button></form>'
         )
     message = f'<div class="flash {e(flash[0])}" role="status">{e(flash[1])}</div>' if flash else ""
@@ -154,6 +160,128 @@ def knowledge(
         f"they are still answered from, as data, never as instructions. Review the source files.</p><ul>{flagged}</ul></section>"
     )
     return page("Knowledge base", body, csrf, flash)
+
+
+FEEDBACK = {1: ("👍 up", "ok"), -1: ("👎 down", "bad")}
+
+
+def text_or_length(kind: str, text: str | None, show: bool) -> str:
+    """A message's text when the operator opted in (ADVISOR_ADMIN_SHOW_MESSAGES), else its length only."""
+    if text is None:
+        return f'<p class="note {kind}">No question stored before this answer.</p>' if kind == "question" else ""
+    if show:
+        return f'<blockquote class="{kind}">{e(text)}</blockquote>'
+    return f'<p class="{kind} length">{e(kind)}: {len(text):,} characters</p>'
+
+
+def sources_list(meta: Mapping[str, Any]) -> str:
+    items = []
+    for source in meta.get("sources") or []:
+        if not isinstance(source, Mapping):
+            continue
+        place = f", {source['location']}" if source.get("location") else ""
+        score = source.get("score")
+        shown = f" ({score:.3f})" if isinstance(score, (int, float)) else ""
+        items.append(f"<li>[{e(source.get('number', '?'))}] {e(source.get('title', ''))}{e(place)} "
+                     f"<code>{e(source.get('source', ''))}</code>{shown}</li>")
+    return f'<ol class="sources">{"".join(items)}</ol>' if items else '<span class="note">none</span>'
+
+
+def turn_facts(item: Any) -> str:
+    """What the engine kept with the answer (bot/engine/remember.py): mode, latency, tokens, cost, flags."""
+    answer = item.answer
+    meta = answer.meta
+    usage = meta.get("usage") if isinstance(meta.get("usage"), Mapping) else None
+    facts: list[tuple[str, str]] = [("mode", str(meta.get("mode", "unknown")))]
+    if meta.get("latency_ms") is not None:
+        facts.append(("latency", f"{meta['latency_ms']} ms"))
+    if meta.get("tone_pass_draft_ms") is not None:
+        facts.append(("tone pass draft", f"{meta['tone_pass_draft_ms']} ms"))
+    if usage is not None:
+        prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        facts.append(("model tokens", f"{prompt} prompt + {completion} completion"))
+    facts.append(("answer tokens (estimate)", str(answer.tokens)))
+    cost = meta.get("cost_usd")
+    facts.append(("cost", f"${cost:.4f}" if isinstance(cost, (int, float)) else "none"))
+    for key, label in (("reasons", "crisis signs"), ("categories", "moderation categories"), ("fallback", "fallback"),
+                       ("truncated", "cut short"), ("flagged", "flagged")):
+        value = meta.get(key)
+        if value:
+            facts.append((label, ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    return "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)
+
+
+def review_block(csrf: str, item: Any, back: str, show: bool) -> str:
+    review = item.review
+    turn_id = item.answer.id
+    state = ""
+    if review is not None:
+        state = (f'<p class="review-state"><span class="badge ok">{e(review.status)}</span> '
+                 f'<span class="note">{e(when(review.reviewed_at))}</span></p>')
+        if review.correction is not None:
+            state += text_or_length("correction", review.correction, show)
+    action = f"/admin/conversations/{turn_id}/review"
+    draft = review.correction if show and review is not None and review.correction else ""  # to edit, when shown
+    hidden = f'{csrf_input(csrf)}<input type="hidden" name="back" value="{e(back)}">'
+    return (
+        f'<div class="review">{state}'
+        f'<form method="post" action="{action}" class="mark-good">{hidden}'
+        '<button type="submit" name="action" value="good">Mark good</button></form>'
+        f'<form method="post" action="{action}" class="correct">{hidden}'
+        f'<label>Corrected answer (at most {MAX_CORRECTION_CHARS:,} characters)'
+        f'<textarea name="correction" maxlength="{MAX_CORRECTION_CHARS}">{e(draft)}</textarea></label>'
+        '<button type="submit" name="action" value="correct">Save correction</button></form></div>'
+    )
+
+
+def conversations(
+    csrf: str,
+    listing: Any,
+    items: Sequence[Any],
+    more: bool,
+    show: bool,
+    flash: tuple[str, str] | None = None,
+) -> str:
+    filters = listing.filters
+    checked = {True: " checked", False: ""}
+    form = (
+        '<section id="filters"><form method="get" action="/admin/conversations">'
+        f'<label><input type="checkbox" name="disliked" value="1"{checked[filters.disliked]}> 👎 (thumbs down) only</label> '
+        f'<label><input type="checkbox" name="flagged" value="1"{checked[filters.flagged]}> crisis / moderation</label> '
+        f'<label>Channel <input type="text" name="prefix" value="{e(filters.prefix)}" '
+        'placeholder="conversation key prefix, e.g. slack:T1:C1"></label> '
+        '<button type="submit">Filter</button> <a href="/admin/conversations">clear</a></form></section>'
+    )
+    privacy = "" if show else (
+        '<p class="note" id="privacy">Message text is hidden: questions, answers and corrections show as lengths, '
+        "with their metadata. To show the text, set <code>ADVISOR_ADMIN_SHOW_MESSAGES=true</code> and restart the web "
+        "process.</p>"
+    )
+    back = listing.query()
+    turns = []
+    for item in items:
+        answer = item.answer
+        mode = str(answer.meta.get("mode", "unknown"))
+        thumb, tone = FEEDBACK.get(answer.feedback, ("no feedback", ""))
+        review = item.review.status if item.review is not None else "unreviewed"
+        question = item.question.content if item.question is not None else None
+        turns.append(
+            f'<article class="turn" id="turn-{answer.id}" data-mode="{e(mode)}" data-feedback="{e(answer.feedback or 0)}" '
+            f'data-review="{e(review)}"><h3>#{answer.id} · {e(when(answer.created_at))} · <code>{e(answer.conversation)}</code> '
+            f'· <span class="badge {tone}">{thumb}</span> · <span class="badge">{e(mode)}</span></h3>'
+            f"{text_or_length('question', question, show)}{text_or_length('answer', answer.content, show)}"
+            f"<table><tr><th>sources</th><td>{sources_list(answer.meta)}</td></tr>{turn_facts(item)}</table>"
+            f"{review_block(csrf, item, back, show)}</article>"
+        )
+    listed = "".join(turns) or '<p class="note" id="none">No answered turn matches.</p>'
+    pager = []
+    if listing.page > 1:
+        pager.append(f'<a id="newer" href="/admin/conversations?{e(listing.query(page=listing.page - 1))}">← newer</a>')
+    pager.append(f'<span class="note">page {listing.page}</span>')
+    if more:
+        pager.append(f'<a id="older" href="/admin/conversations?{e(listing.query(page=listing.page + 1))}">older →</a>')
+    body = f'{form}{privacy}<div id="turns">{listed}</div><nav class="pager">{"".join(pager)}</nav>'
+    return page("Conversations", body, csrf, flash)
 
 
 def refused(message: str) -> str:

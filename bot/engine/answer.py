@@ -50,6 +50,10 @@ class Answer:
         """What is left of the answer's total deadline (`budget` seconds from its start)."""
         return budget - (time.monotonic() - self.started)
 
+    def elapsed_ms(self) -> float:
+        """Milliseconds since the turn started (kept with the answer as `latency_ms`)."""
+        return round((time.monotonic() - self.started) * 1000, 1)
+
     @property
     def total_usage(self) -> Usage:
         return sum(self.usage, Usage())

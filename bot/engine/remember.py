@@ -1,5 +1,5 @@
 """Step `remember`: the answer's citations, its turn in memory (with mode, query, sources,
-usage and cost), and the turn's Final event."""
+usage, cost and latency), and the turn's Final event."""
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ async def remember(engine: Engine, answer: Answer) -> AsyncIterator[ReplyEvent]:
         "sources": [asdict(c) for c in citations],
         "usage": {"prompt_tokens": total.prompt_tokens, "completion_tokens": total.completion_tokens},
         "cost_usd": cost,
+        "latency_ms": answer.elapsed_ms(),
     }
     if answer.draft is not None:
         meta["tone_pass_draft_ms"] = round(answer.draft_ms, 1)
@@ -81,7 +82,9 @@ async def remember_offline(engine: Engine, answer: Answer) -> AsyncIterator[Repl
     if citations:
         yield Citations(citations)
     mode: Literal["offline", "fallback"] = "offline" if answer.fallback is None else "fallback"
-    meta: dict[str, Any] = {"mode": mode, "query": answer.query, "sources": [asdict(c) for c in citations]}
+    meta: dict[str, Any] = {
+        "mode": mode, "query": answer.query, "sources": [asdict(c) for c in citations], "latency_ms": answer.elapsed_ms()
+    }
     if answer.fallback is not None:
         meta["fallback"] = answer.fallback
     turn = await engine.memory.add(answer.key, "assistant", text, meta)

@@ -45,7 +45,9 @@ async def crisis(engine: Engine, answer: Answer, reasons: tuple[str, ...]) -> As
     await engine.memory.add(answer.key, "user", answer.text, {"author": message.author, "message_id": message.message_id})
     reply = protocol_message(engine.settings.safety.crisis_locale, engine.crisis_resources)
     yield TextDelta(reply)
-    turn = await engine.memory.add(answer.key, "assistant", reply, {"mode": "crisis", "reasons": list(reasons)})
+    turn = await engine.memory.add(
+        answer.key, "assistant", reply, {"mode": "crisis", "reasons": list(reasons), "latency_ms": answer.elapsed_ms()}
+    )
     alert = Notice("alert", f"the crisis protocol answered (signs: {', '.join(reasons)})")
     answer.done = True
     yield Final(reply, (), "crisis", notices=(alert,), turn_id=turn.id)
@@ -61,9 +63,8 @@ async def retract(engine: Engine, answer: Answer, verdict: Verdict) -> AsyncIter
     answer.notices.append(notice)
     answer.notices.extend(alerts(verdict, "output"))
     yield notice
-    turn = await engine.memory.add(
-        answer.key, "assistant", replacement, {"mode": "moderated", "query": answer.query, "categories": list(verdict.categories)}
-    )
+    meta = {"mode": "moderated", "query": answer.query, "categories": list(verdict.categories), "latency_ms": answer.elapsed_ms()}
+    turn = await engine.memory.add(answer.key, "assistant", replacement, meta)
     usage = answer.total_usage
     cost = cost_usd(engine.model.name, usage, engine.settings) if engine.model is not None else None
     answer.done = True

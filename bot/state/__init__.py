@@ -12,7 +12,7 @@ from bot.state.dedupe import EventDedupe
 from bot.state.journal import WorkJournal
 from bot.state.limits import RateLimit, TurnTaking, taken
 from bot.state.locks import ReindexLock
-from bot.state.memory import Memory, Turn
+from bot.state.memory import AnsweredTurn, Memory, Review, Turn, TurnFilters
 
 
 def local_dedupe() -> EventDedupe:
@@ -37,12 +37,15 @@ def local_limits(user_per_minute: float, conversation_per_minute: float) -> tupl
 
 
 __all__ = [
+    "AnsweredTurn",
     "EventDedupe",
     "Memory",
     "RateLimit",
     "ReindexLock",
+    "Review",
     "StateUnavailable",
     "Turn",
+    "TurnFilters",
     "TurnTaking",
     "WorkJournal",
     "local_bucket",

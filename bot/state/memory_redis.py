@@ -2,7 +2,8 @@
 
 Layout under `{prefix}mem:` (a turn's member is its id zero-padded to 20 digits):
   next_id                 counter (INCR): ids are unique, increasing, never reused
-  turn:{member}           hash: conversation, role, content, created_at, tokens, meta (JSON), feedback, author
+  turn:{member}           hash: conversation, role, content, created_at, tokens, meta (JSON), feedback, author,
+                          and an admin's review: review_status, review_correction, reviewed_at
   conv:{conversation}     set of the conversation's members
   times                   sorted set member -> created_at, for retention
   convs                   set of conversations with at least one turn
@@ -22,11 +23,12 @@ from typing import Any
 
 import redis.asyncio
 
-from bot.state.memory import ROLES, Turn, split_to_budget
+from bot.state.memory import ROLES, AnsweredTurn, Review, Turn, TurnFilters, checked_review, matches, split_to_budget
 from bot.state.redis_client import DEFAULT_PREFIX, close, guarded, text
 from bot.tokens import estimate_tokens
 
 PURGE_BATCH = 500
+SCAN_BATCH = 500  # turns read at a time when answered turns are listed
 
 # delete_turn(prefix, member, only_in): removes one turn and its index entries; 1 if it existed.
 DELETE_TURN = """
@@ -134,6 +136,18 @@ redis.call('HSET', KEYS[1], 'feedback', ARGV[1])
 return 1
 """
 
+# KEYS: the turn; ARGV: status, correction ('' for none), reviewed_at
+REVIEW = """
+if redis.call('HGET', KEYS[1], 'role') ~= 'assistant' then return 0 end
+redis.call('HSET', KEYS[1], 'review_status', ARGV[1], 'reviewed_at', ARGV[3])
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], 'review_correction')
+else
+  redis.call('HSET', KEYS[1], 'review_correction', ARGV[2])
+end
+return 1
+"""
+
 
 def _member(turn_id: int) -> str:
     return f"{turn_id:020d}"
@@ -152,6 +166,19 @@ def _turn(flat: list[Any]) -> Turn:
         json.loads(fields["meta"]),
         None if feedback is None else int(feedback),
     )
+
+
+def _review(fields: dict[str, str]) -> Review | None:
+    status = fields.get("review_status")
+    if status is None:
+        return None
+    return Review(status, fields.get("review_correction"), float(fields["reviewed_at"]))
+
+
+def _question(history: list[Turn], answer: Turn) -> Turn | None:
+    """The user turn right before `answer` in its conversation's history (summaries aside), if it is one."""
+    before = [turn for turn in history if turn.role != "summary" and (turn.created_at, turn.id) < (answer.created_at, answer.id)]
+    return before[-1] if before and before[-1].role == "user" else None
 
 
 def _in_order(turns: list[Turn]) -> list[Turn]:
@@ -184,6 +211,7 @@ class RedisMemory:
         self._purge = client.register_script(PURGE)
         self._summarise = client.register_script(SUMMARISE)
         self._feedback = client.register_script(FEEDBACK)
+        self._review = client.register_script(REVIEW)
 
     async def _next_id(self) -> int:
         return int(await self.client.incr(self.prefix + "next_id"))
@@ -276,6 +304,65 @@ class RedisMemory:
     async def conversations(self) -> int:
         """How many conversations have at least one turn."""
         return int(await self.client.scard(self.prefix + "convs"))
+
+    async def _answers(self, keep: Callable[[Turn, Review | None], bool], newest_first: bool, wanted: int | None) -> list[tuple[Turn, Review | None]]:
+        """Assistant turns that `keep` accepts, read in batches along the `times` index (its ties fall in
+        member order, that is id order, as SQLite's `ORDER BY created_at, id`); at most `wanted`."""
+        found: list[tuple[Turn, Review | None]] = []
+        start = 0
+        while wanted is None or len(found) < wanted:
+            end = start + SCAN_BATCH - 1
+            key = self.prefix + "times"
+            members = await (self.client.zrevrange(key, start, end) if newest_first else self.client.zrange(key, start, end))
+            if not members:
+                break
+            pipe = self.client.pipeline(transaction=False)
+            for member in members:
+                pipe.hgetall(f"{self.prefix}turn:{text(member)}")
+            for member, raw in zip(members, await pipe.execute()):
+                fields = {text(k): text(v) for k, v in raw.items()}
+                if fields.get("role") != "assistant":
+                    continue
+                turn = _turn([*sum(fields.items(), ()), "member", text(member)])
+                review = _review(fields)
+                if keep(turn, review):
+                    found.append((turn, review))
+            start += SCAN_BATCH
+        return found if wanted is None else found[:wanted]
+
+    async def _with_questions(self, answers: list[tuple[Turn, Review | None]]) -> list[AnsweredTurn]:
+        histories: dict[str, list[Turn]] = {}
+        out = []
+        for answer, review in answers:
+            if answer.conversation not in histories:
+                histories[answer.conversation] = await self.history(answer.conversation)
+            out.append(AnsweredTurn(answer, _question(histories[answer.conversation], answer), review))
+        return out
+
+    @guarded
+    async def answered_turns(
+        self, filters: TurnFilters | None = None, limit: int = 50, offset: int = 0
+    ) -> list[AnsweredTurn]:
+        """Assistant turns passing `filters`, newest first (time, then id), `limit` from `offset`."""
+        chosen = filters or TurnFilters()
+        limit, offset = max(0, limit), max(0, offset)
+        if limit == 0:
+            return []
+        found = await self._answers(lambda turn, _: matches(chosen, turn), True, offset + limit)
+        return await self._with_questions(found[offset:])
+
+    @guarded
+    async def set_review(self, turn_id: int, status: str, correction: str | None = None, at: float | None = None) -> bool:
+        """Review an assistant turn; False when there is no such assistant turn."""
+        stored = checked_review(status, correction)
+        reviewed_at = time.time() if at is None else at
+        key = f"{self.prefix}turn:{_member(turn_id)}"
+        return bool(await self._review(keys=[key], args=[status, stored or "", repr(float(reviewed_at))]))
+
+    @guarded
+    async def reviewed_turns(self) -> list[AnsweredTurn]:
+        """Every reviewed answer with its question, oldest first."""
+        return await self._with_questions(await self._answers(lambda _, review: review is not None, False, None))
 
     async def close(self) -> None:
         if self.owns_client:

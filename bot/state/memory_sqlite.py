@@ -16,7 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.state.memory import ROLES, Turn, split_to_budget
+from bot.state.memory import (
+    FLAGGED_MODES,
+    ROLES,
+    AnsweredTurn,
+    Review,
+    Turn,
+    TurnFilters,
+    checked_review,
+    split_to_budget,
+)
 from bot.tokens import estimate_tokens
 
 T = TypeVar("T")
@@ -37,8 +46,16 @@ CREATE TABLE IF NOT EXISTS turns (
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation, id);
 CREATE INDEX IF NOT EXISTS turns_by_time ON turns (created_at);
 """
+# Added to databases made before the console's reviews (ALTER TABLE at start-up; the turns stay).
+REVIEW_COLUMNS = {"review_status": "TEXT", "review_correction": "TEXT", "reviewed_at": "REAL"}
 COLUMNS = "id, conversation, role, content, created_at, tokens, meta, feedback"
 IN_ORDER = "ORDER BY role != 'summary', created_at, id"
+REVIEWED = "review_status, review_correction, reviewed_at"
+# the turn right before an answer in its conversation (summaries aside)
+BEFORE = (
+    f"SELECT {COLUMNS} FROM turns WHERE conversation = ? AND role != 'summary' "
+    "AND (created_at < ? OR (created_at = ? AND id < ?)) ORDER BY created_at DESC, id DESC LIMIT 1"
+)
 
 
 def _turn(row: tuple[Any, ...]) -> Turn:
@@ -50,6 +67,33 @@ def _placeholders(items: list[Any]) -> str:
     return ",".join("?" * len(items))
 
 
+def migrate(conn: sqlite3.Connection) -> None:
+    """The schema, and the review columns on a database made before them (its turns are kept)."""
+    conn.executescript(SCHEMA)
+    have = {row[1] for row in conn.execute("PRAGMA table_info(turns)")}
+    for name, kind in REVIEW_COLUMNS.items():
+        if name in have:
+            continue
+        try:
+            with conn:
+                conn.execute(f"ALTER TABLE turns ADD COLUMN {name} {kind}")
+        except sqlite3.OperationalError as exc:  # another process (a web worker) added it first
+            if "duplicate column" not in str(exc):
+                raise
+
+
+def _answered(conn: sqlite3.Connection, row: tuple[Any, ...]) -> AnsweredTurn:
+    """A row of COLUMNS + REVIEWED, with the question found."""
+    answer = _turn(row[:8])
+    status, correction, reviewed_at = row[8:]
+    before = conn.execute(
+        BEFORE, (answer.conversation, answer.created_at, answer.created_at, answer.id)
+    ).fetchone()
+    question = _turn(before) if before is not None and before[2] == "user" else None
+    review = None if status is None else Review(status, correction, reviewed_at)
+    return AnsweredTurn(answer, question, review)
+
+
 class SqliteMemory:
     def __init__(self, path: Path, count_tokens: Callable[[str], int] = estimate_tokens) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +102,7 @@ class SqliteMemory:
         self._conn = sqlite3.connect(path, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: survives a process crash, no fsync per commit
-        self._conn.executescript(SCHEMA)
+        migrate(self._conn)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work` in a worker thread, alone on the connection, in one transaction."""
@@ -186,6 +230,60 @@ class SqliteMemory:
     async def conversations(self) -> int:
         """How many conversations have at least one turn."""
         return await self._run(lambda conn: conn.execute("SELECT COUNT(DISTINCT conversation) FROM turns").fetchone()[0])
+
+    async def answered_turns(
+        self, filters: TurnFilters | None = None, limit: int = 50, offset: int = 0
+    ) -> list[AnsweredTurn]:
+        """Assistant turns passing `filters`, newest first (time, then id), `limit` from `offset`."""
+        filters = filters or TurnFilters()
+        where = ["role = 'assistant'"]
+        args: list[Any] = []
+        if filters.disliked:
+            where.append("feedback = -1")
+        if filters.prefix:
+            where.append("substr(conversation, 1, ?) = ?")  # a plain, case-sensitive prefix
+            args.extend((len(filters.prefix), filters.prefix))
+        if filters.flagged:
+            where.append(
+                f"(json_extract(meta, '$.mode') IN ({_placeholders(list(FLAGGED_MODES))}) "
+                "OR json_type(meta, '$.flagged') = 'true')"
+            )
+            args.extend(FLAGGED_MODES)
+        sql = (
+            f"SELECT {COLUMNS}, {REVIEWED} FROM turns WHERE {' AND '.join(where)} "
+            "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        )
+
+        def read(conn: sqlite3.Connection) -> list[AnsweredTurn]:
+            rows = conn.execute(sql, (*args, max(0, limit), max(0, offset))).fetchall()
+            return [_answered(conn, row) for row in rows]
+
+        return await self._run(read)
+
+    async def set_review(self, turn_id: int, status: str, correction: str | None = None, at: float | None = None) -> bool:
+        """Review an assistant turn; False when there is no such assistant turn."""
+        stored = checked_review(status, correction)
+        reviewed_at = time.time() if at is None else at
+        updated = await self._run(
+            lambda conn: conn.execute(
+                "UPDATE turns SET review_status = ?, review_correction = ?, reviewed_at = ? "
+                "WHERE id = ? AND role = 'assistant'",
+                (status, stored, reviewed_at, turn_id),
+            ).rowcount
+        )
+        return updated > 0
+
+    async def reviewed_turns(self) -> list[AnsweredTurn]:
+        """Every reviewed answer with its question, oldest first."""
+
+        def read(conn: sqlite3.Connection) -> list[AnsweredTurn]:
+            rows = conn.execute(
+                f"SELECT {COLUMNS}, {REVIEWED} FROM turns WHERE role = 'assistant' AND review_status IS NOT NULL "
+                "ORDER BY created_at, id"
+            ).fetchall()
+            return [_answered(conn, row) for row in rows]
+
+        return await self._run(read)
 
     async def close(self) -> None:
         def close() -> None:
