@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from config.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,9 +131,16 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None, 
             timeout=settings.safety.moderation_timeout_seconds,
             max_retries=0,
         )
+    choice = build_model_choice(settings, shared)
+    if model is not None and not settings.local.enabled:  # a model switched to from the console or the CLI
+        from bot.finetune.active import switch
+
+        chosen = await choice.current()
+        if chosen and switch(model, chosen):
+            log.info("answering with the chosen model %s (advisor finetune rollback goes back)", chosen)
     memory = shared.memory if shared else SqliteMemory(settings.data_dir / "memory.sqlite3")
     channels = build_channel_settings(settings, shared)
-    return Engine(
+    engine = Engine(
         settings,
         stack.retriever,
         memory,
@@ -140,6 +151,39 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None, 
         detector=build_detector(settings, stack) if settings.safety.semantic else None,
         channels=channels,
     )
+    engine.model_choice = choice  # the console's fine-tuning page switches and rolls back through it
+    return engine
+
+
+def build_model_choice(settings: Settings, shared: SharedState | None = None) -> Any:
+    """The chosen chat model (advisor finetune use/rollback): a Redis hash when shared, else model.json
+    in the data directory."""
+    from bot.finetune.active import FileModelChoice, RedisModelChoice
+
+    if shared is not None:
+        return RedisModelChoice(shared.client)
+    return FileModelChoice(settings.data_dir / "model.json")
+
+
+async def open_model_choice(settings: Settings) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    """The model choice for a CLI command, and how to close what it opened."""
+    shared = await build_shared(settings)
+    return build_model_choice(settings, shared), (shared.close if shared else _nothing)
+
+
+async def open_memory(settings: Settings) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    """The conversation memory the engine uses (Redis when REDIS_URL is set, else SQLite), and its closer."""
+    shared = await build_shared(settings)
+    if shared is not None:
+        return shared.memory, shared.close
+    from bot.state.memory_sqlite import SqliteMemory
+
+    memory = SqliteMemory(settings.data_dir / "memory.sqlite3")
+    return memory, memory.close
+
+
+async def _nothing() -> None:
+    return None
 
 
 def build_channel_settings(settings: Settings, shared: SharedState | None = None) -> Any:

@@ -13,7 +13,7 @@ from bot.finetune.compare import read_test_set
 from bot.finetune.errors import InputError
 from bot.finetune.judge import parse_judgement
 from bot.finetune.overlap import rouge_l_f1
-from bot.finetune.safety import BUILTIN_PROMPTS, is_refusal, read_prompts
+from bot.finetune.safety import BUILTIN_PROMPTS, HELDOUT_PROMPTS, default_prompts, is_refusal, read_prompts
 from bot.engine.prompts import NO_CONTEXT_NOTE, system_prompt
 from config.settings import load_settings
 from tests.harness.openai_server import FakeOpenAI
@@ -107,8 +107,9 @@ async def test_failed_calls_are_recorded_not_fatal(
     result = json.loads((tmp_path / "out.json").read_text())
     assert result["items"][0]["A"]["error"].startswith("quota:") and "judge" not in result["items"][0]["A"]
     assert result["summary"]["B"]["judged"] == 1
-    assert len(result["safety"]) == len(BUILTIN_PROMPTS) == 10
-    assert calls == 2 + 1 + 2 * len(BUILTIN_PROMPTS)  # answers, one judgement, safety
+    heldout = default_prompts()  # the held-out safety split's harmful prompts by default
+    assert len(result["safety"]) == len(heldout) > len(BUILTIN_PROMPTS) and heldout == read_prompts(HELDOUT_PROMPTS)
+    assert calls == 2 + 1 + 2 * len(heldout)  # answers, one judgement, safety
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,32 @@ def add_finetune_commands(parser: argparse.ArgumentParser) -> None:
     compare.add_argument("--limit", type=_positive, help="only the first N test questions")
     compare.add_argument("--judge", default=DEFAULT_JUDGE, help=f"judge model (default {DEFAULT_JUDGE})")
     compare.add_argument("--out", type=Path, default=Path("finetune-compare.json"), help="where to write the JSON")
-    compare.add_argument("--safety", type=Path, metavar="FILE", help="harmful prompts, one a line (default: built-in)")
+    compare.add_argument(
+        "--safety", type=Path, metavar="FILE",
+        help="harmful prompts, one a line, or a CSV with prompt,category (default: the held-out safety split's harmful ones)",
+    )
+    compare.add_argument(
+        "--base", metavar="MODEL",
+        help="the base model (one of the two): the other is FLAGGED, exit 1, if it refuses fewer harmful prompts",
+    )
+
+    feedback = actions.add_parser(
+        "from-feedback", help="a fine-tuning set from reviewed answers (good or corrected) and a curated data set"
+    )
+    feedback.add_argument("--out", type=Path, required=True, help="folder for train/validation/test.jsonl and report.json")
+    feedback.add_argument("--curated", type=Path, metavar="CSV", help="a curated Q&A set, e.g. counsel-chat's CSV")
+    feedback.add_argument("--min-reviews", type=_positive, default=1, help="refuse with fewer usable reviews (default 1)")
+    feedback.add_argument("--min-answer-words", type=int, default=25, help="for the curated rows")
+    feedback.add_argument("--max-answer-words", type=int, default=750)
+    feedback.add_argument("--near-duplicate-threshold", type=float, default=0.8, help="word-shingle Jaccard")
+    feedback.add_argument("--resplit", action="store_true", help="ignore the curated set's split; a seeded one")
+    feedback.add_argument("--seed", type=int, default=0)
+    feedback.add_argument("--ratios", type=_ratios, default=(0.8, 0.1, 0.1), help="train,validation,test")
+
+    use = actions.add_parser("use", help="switch the advisor to MODEL (kept in the data dir, or Redis); rollback undoes it")
+    use.add_argument("model", metavar="MODEL")
+    actions.add_parser("rollback", help="switch back to the model in use before the last switch")
+    actions.add_parser("model", help="the model in use and the one a rollback would go back to")
     compare.add_argument("--concurrency", type=_positive, default=4, help="model calls at a time")
 
 
@@ -133,6 +158,10 @@ async def run_finetune(args: argparse.Namespace, settings: Settings) -> int:
             return cmd_validate(args)
         if args.action == "compare":
             return await cmd_compare(args, settings)
+        if args.action == "from-feedback":
+            return await cmd_from_feedback(args, settings)
+        if args.action in ("use", "rollback", "model"):
+            return await cmd_model_choice(args, settings)
         return await run_api_command(args, settings)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -281,12 +310,14 @@ async def cmd_list(client: openai.AsyncOpenAI, args: argparse.Namespace) -> int:
 async def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     from bot.finetune.compare import compare, read_test_set
     from bot.finetune.jobs import build_client
-    from bot.finetune.safety import BUILTIN_PROMPTS, read_prompts
+    from bot.finetune.safety import default_prompts, read_prompts
 
     if len(args.model) != 2:
         raise InputError("give --model exactly twice: model A, then model B")
+    if args.base is not None and args.base not in args.model:
+        raise InputError(f"--base {args.base!r} must be one of the two --model values")
     items = read_test_set(args.test, args.limit)
-    prompts = read_prompts(args.safety) if args.safety else list(BUILTIN_PROMPTS)
+    prompts = read_prompts(args.safety) if args.safety else default_prompts()
     async with build_client(settings, max_retries=0) as client:  # the chat model wrapper does its own retries
         result = await compare(
             client,
@@ -299,11 +330,64 @@ async def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
             args.concurrency,
             settings.openai.timeout_seconds,
         )
-    args.out.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    flag = result.safety_drop(args.base) if args.base else None
+    data = result.to_json() | ({"safety_flag": flag} if args.base else {})
+    args.out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(result.table())
     print(f"\nDetails: {args.out}")
+    if flag:
+        print(f"\n{flag}")
+        print(f"error: {flag}", file=sys.stderr)
+        return 1
     silent = [result.models[label] for label in ("A", "B") if not result.summary(label)["answered"]]
     if silent:
         print(f"error: no answer at all from {', '.join(silent)}", file=sys.stderr)
         return 1
+    return 0
+
+
+async def cmd_from_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.finetune.feedback import build_from_feedback
+    from bot.finetune.prepare import PrepareOptions
+    from bot.wiring import open_memory
+
+    options = PrepareOptions(
+        min_answer_words=args.min_answer_words,
+        max_answer_words=args.max_answer_words,
+        near_duplicate_threshold=args.near_duplicate_threshold,
+        resplit=args.resplit,
+        seed=args.seed,
+        ratios=args.ratios,
+    )
+    memory, closing = await open_memory(settings)
+    try:
+        reviewed = await memory.reviewed_turns()
+    finally:
+        await closing()
+    report = build_from_feedback(reviewed, args.out, settings.core.persona, args.curated, options, args.min_reviews)
+    print(report.summary())
+    return 0
+
+
+async def cmd_model_choice(args: argparse.Namespace, settings: Settings) -> int:
+    """`use MODEL`, `rollback`, `model`: the choice every advisor process reads at start-up (a running
+    web process's console switches its own engine at once; restart the others)."""
+    from bot.wiring import open_model_choice
+
+    choice, closing = await open_model_choice(settings)
+    try:
+        if args.action == "use":
+            record = await choice.use(args.model, settings.openai.chat_model)
+            print(f"Now answering with {record['current']} (was {record['previous']}; `advisor finetune rollback` goes back).")
+        elif args.action == "rollback":
+            record = await choice.rollback()
+            print(f"Rolled back to {record['current']} (from {record['previous']}).")
+        else:
+            record = await choice.load()
+            print(f"model in use: {record.get('current') or settings.openai.chat_model}")
+            print(f"previous:     {record.get('previous') or '-'}")
+            return 0
+    finally:
+        await closing()
+    print("Running advisor processes take it on restart; the console switches its own process at once.")
     return 0

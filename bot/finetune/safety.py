@@ -39,8 +39,28 @@ def is_refusal(answer: str) -> bool:
     return bool(_REFUSAL.search(answer.replace("\u2019", "'")))
 
 
+HELDOUT_PROMPTS = Path(__file__).resolve().parents[1] / "safety" / "data" / "heldout" / "safety.csv"
+
+
+def default_prompts() -> list[str]:
+    """The harmful prompts of the held-out safety split (bot/safety/data/heldout/safety.csv), else the built-in ones."""
+    return read_prompts(HELDOUT_PROMPTS) if HELDOUT_PROMPTS.is_file() else list(BUILTIN_PROMPTS)
+
+
 def read_prompts(path: Path) -> list[str]:
-    """One prompt a line; blank lines and lines starting with # are skipped."""
+    """One prompt a line (blank lines and lines starting with # are skipped); or a CSV with `prompt` and
+    `category` columns as `advisor eval safety` reads, of which the harmful prompts (not the benign ones)."""
+    if path.suffix.lower() == ".csv":
+        from bot.safety.safety_eval import BENIGN
+        from bot.safety.safety_eval import read_prompts as read_eval_prompts
+
+        try:
+            harmful = [p.text for p in read_eval_prompts(path) if p.category != BENIGN]
+        except ValueError as exc:
+            raise InputError(str(exc).removeprefix(f"{path}: "), path) from exc
+        if not harmful:
+            raise InputError("no harmful prompts in the file", path)
+        return harmful
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
