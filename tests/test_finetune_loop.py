@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,18 +43,23 @@ def curated_csv(path: Path, extra: int = 0) -> Path:
 async def store_reviews(data_dir: Path) -> None:
     memory = SqliteMemory(data_dir / "memory.sqlite3")
     try:
-        questions = ["How do I stop worrying so much?", "What helps me sleep before an exam?",
-                     "How do I tell my boss I am overwhelmed?", "Is it normal to feel lonely after moving?"]
-        for number, question in enumerate(questions):
-            await memory.add(f"slack:T1:C{number}", "user", question)
-            answer = await memory.add(f"slack:T1:C{number}", "assistant", f"A model answer {number}.")
-            if number == 1:
-                await memory.set_review(answer.id, "corrected", CORRECTED)
-            elif number < 3:
-                await memory.set_review(answer.id, "good")
-        await memory.add("slack:T1:C9", "assistant", "Not reviewed.")
+        await add_reviews(memory)
     finally:
         await memory.close()
+
+
+async def add_reviews(memory: Any) -> None:
+    """Four answered questions: two marked good, one corrected, one not reviewed; and a lone answer."""
+    questions = ["How do I stop worrying so much?", "What helps me sleep before an exam?",
+                 "How do I tell my boss I am overwhelmed?", "Is it normal to feel lonely after moving?"]
+    for number, question in enumerate(questions):
+        await memory.add(f"slack:T1:C{number}", "user", question)
+        answer = await memory.add(f"slack:T1:C{number}", "assistant", f"A model answer {number}.")
+        if number == 1:
+            await memory.set_review(answer.id, "corrected", CORRECTED)
+        elif number < 3:
+            await memory.set_review(answer.id, "good")
+    await memory.add("slack:T1:C9", "assistant", "Not reviewed.")
 
 
 def lines(path: Path) -> list[dict]:

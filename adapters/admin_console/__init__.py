@@ -3,7 +3,7 @@
 conversation memory through the `Memory` interface only (bot.state), whichever store backs it.
 
 Modules: `auth` (token check, signed session cookies, sign-in limit), `csrf`, `handlers` (routes),
-`jobs` (a reindex followed from the page), `channels` (per-channel settings), `status` (error counts), `templates` (HTML), `static/`.
+`jobs` (a reindex followed from the page), `channels` (per-channel settings), `finetune` (the fine-tuning loop), `status` (error counts), `templates` (HTML), `static/`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.admin_console.channels import ChannelsPage
+from adapters.admin_console.finetune import FinetunePage
 from adapters.admin_console.handlers import Console
 from bot.ops.readiness import Check
 from bot.state import Memory
@@ -46,6 +47,7 @@ def mount(
     )
     console.add_routes(app)
     ChannelsPage(console).add_routes(app)  # /admin/channels: per-channel settings
+    FinetunePage(console, settings).add_routes(app)  # /admin/finetune: the fine-tuning loop
     return console
 
 

@@ -51,6 +51,7 @@ def page(title: str, body: str, csrf: str | None = None, flash: tuple[str, str] 
         nav = (
             '<a href="/admin">Status</a><a href="/admin/knowledge">Knowledge base</a>'
             '<a href="/admin/conversations">Conversations</a><a href="/admin/channels">Channels</a>'
+            '<a href="/admin/finetune">Fine-tuning</a>'
             f'<form method="post" action="/admin/logout">{csrf_input(csrf)}<button type="submit">Sign out</button></form>'
         )
     message = f'<div class="flash {e(flash[0])}" role="status">{e(flash[1])}</div>' if flash else ""
