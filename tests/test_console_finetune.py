@@ -106,7 +106,8 @@ async def test_build_validate_launch_and_follow_the_job(served: Served, tmp_path
 
     status, location, _ = await post(served, "/admin/finetune/launch", {"model": "gpt-4o-mini-2024-07-18",
                                                                         "suffix": "loop", "epochs": "2"})
-    assert status == 303 and (found := re.search(r"job=(ftjob-[A-Za-z0-9]+)", location)), location
+    found = re.search(r"job=(ftjob-[A-Za-z0-9]+)", location)
+    assert status == 303 and found, location
     job_id = found.group(1)
     for _ in range(50):
         status, text = await get(served, f"/admin/finetune/jobs/{job_id}")

@@ -124,8 +124,8 @@ class FinetunePage:
                 f'<h3>Built {e(report["examples"])} examples <span class="note">in {e(data["dir"])}</span></h3>'
                 "<table id=\"build-report\">"
                 + templates.rows([
-                    ("reviewed answers", f'{reviews["total"]} ({reviews["good"]} good, {reviews["corrected"]} corrected); '
-                                         f'{reviews["used"]} used'),
+                    ("reviewed answers", (f'{reviews["total"]} ({reviews["good"]} good, '
+                                          f'{reviews["corrected"]} corrected); {reviews["used"]} used')),
                     ("curated", f'{report["curated"]["rows"]} rows from {report["curated"]["source"]}'
                                 if report["curated"]["source"] else "none"),
                     *((f"split {name}", f'{count} ({reviews["examples_by_split"].get(name, 0)} from reviews)')
@@ -415,7 +415,7 @@ class FinetunePage:
                 result = await compare(client, self.settings.core.persona, (base, candidate),
                                        judge, test, items, prompts, COMPARE_CONCURRENCY,
                                        self.settings.openai.timeout_seconds)
-        except Exception as exc:  # noqa: BLE001 - shown on the page; details in the server log
+        except Exception as exc:  # shown on the page; the details go to the server log
             log.exception("console: the comparison failed")
             state.update(state="failed", error=f"{type(exc).__name__} (see the server log)")
             return
@@ -437,8 +437,8 @@ class FinetunePage:
         except InputError as exc:
             return await self.page(request, ("error", f"{exc}. The model was not switched."), 400)
         if form.get("confirm") != "yes" or form.get("confirm_model", "").strip() != model:
-            return await self.page(request, ("error", "To switch, type the model name twice and tick the confirm box. "
-                                                      "The model was not switched."), 400)
+            refusal = "To switch, type the model name twice and tick the confirm box. The model was not switched."
+            return await self.page(request, ("error", refusal), 400)
         try:
             record = await self.choice.use(model, self.running())
         except InputError as exc:
