@@ -1,7 +1,9 @@
 """The advice console in a real browser: Debian's chromium, headless, driven by selenium through
 the system chromedriver (never Selenium Manager, which would download one). Sign in, the status
-page, a reindex followed to done by the page's own script, a forged CSRF post refused, and a 👎
-answer corrected on the conversations page.
+page, a reindex followed to done by the page's own script, a forged CSRF post refused, a 👎
+answer corrected on the conversations page; and the fine-tuning page against the fake OpenAI server
+(a set built from reviews, a job launched and followed to the end with its loss chart, the model
+switched and rolled back).
 Screenshots of each page go to the test's temporary folder, or to docs/console/ with
 ADVISOR_CONSOLE_SCREENSHOTS=1 (so a test run leaves the tree as it was). Skipped without chromium,
 except under CI."""
@@ -23,6 +25,8 @@ from bot.ops.admin import Admin
 from config.settings import load_settings
 from retrieval.ingest import Ingestor
 from tests.harness.console import TOKEN, ConsoleServer, GatedEmbedder
+from tests.harness.openai_server import FakeOpenAI
+from tests.test_finetune_loop import add_reviews, curated_csv
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
 DOCS_SHOTS = Path(__file__).resolve().parents[1] / "docs" / "console"
@@ -175,3 +179,87 @@ async def test_sign_in_status_reindex_and_forged_csrf_in_a_browser(browser: Any,
     await run(browser.save_screenshot, str(shots / "conversations.png"))
     [reviewed] = await engine.memory.reviewed_turns()
     assert reviewed.review is not None and reviewed.review.status == "corrected" and reviewed.review.correction == correction
+
+
+@pytest.fixture
+async def served_finetune(
+    setenv: Callable[..., None], kb_dir: Path, stack: Any, retriever: Any
+) -> AsyncIterator[tuple[ConsoleServer, Any]]:
+    """The console with an engine answering through the fake OpenAI server (gpt-4o-mini)."""
+    async with FakeOpenAI() as fake:
+        setenv(ADVISOR_ADMIN_TOKEN=TOKEN, ADVISOR_KNOWLEDGE_PATHS=str(kb_dir), OPENAI_BASE_URL=fake.base_url,
+               OPENAI_API_KEY="sk-test-key")
+        settings = load_settings(None)
+        engine = stack.engine(settings, stack.chat_model(fake))
+        admin = Admin(engine, Ingestor(retriever.store, retriever.embedder, retriever.sparse), retriever.store,
+                      settings.core.knowledge_paths)
+        server = await ConsoleServer(settings, engine, admin, retriever).started()
+        yield server, engine
+        await server.stop()
+
+
+async def test_finetune_build_launch_follow_switch_and_roll_back_in_a_browser(
+    browser: Any, served_finetune: Any, shots: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    server, engine = served_finetune
+    shots.mkdir(parents=True, exist_ok=True)
+    run = asyncio.to_thread
+    await add_reviews(engine.memory)
+    curated = curated_csv(tmp_path / "curated.csv", extra=8)
+
+    def text_of(css: str) -> str:
+        return str(browser.find_element(By.CSS_SELECTOR, css).text)
+
+    browser.delete_all_cookies()
+    await run(browser.get, server.url + "/admin/login")
+
+    def sign_in() -> None:
+        browser.find_element(By.NAME, "token").send_keys(TOKEN)
+        browser.find_element(By.CSS_SELECTOR, "#login button").click()
+
+    await run(sign_in)
+    await until(lambda: browser.find_elements(By.ID, "summary"))
+    await run(browser.get, server.url + "/admin/finetune")
+
+    def build() -> None:
+        browser.find_element(By.NAME, "curated").send_keys(str(curated))
+        browser.find_element(By.CSS_SELECTOR, "#build button").click()
+
+    await run(build)
+    report = await until(lambda: browser.find_elements(By.ID, "build-report") and text_of("#build-report"))
+    assert "2 good, 1 corrected" in report
+    assert "no errors" in await run(text_of, "#validation") and "Estimate for" in await run(text_of, "#validation")
+
+    def launch() -> None:
+        browser.find_element(By.CSS_SELECTOR, "#launch button").click()
+
+    await run(launch)
+    # the page's script follows the job to the end and draws the loss
+    await until(lambda: browser.find_elements(By.CSS_SELECTOR, '#job[data-state="succeeded"]'), timeout=60)
+    assert await until(lambda: browser.find_elements(By.CSS_SELECTOR, "#job svg polyline.train-loss"))
+    model = (await run(text_of, "#job .model code")).strip()
+    assert model.startswith("ft:gpt-4o-mini-2024-07-18:advisor:")
+    await run(browser.execute_script, "document.getElementById('launch').scrollIntoView()")
+    await run(browser.save_screenshot, str(shots / "finetune.png"))
+
+    def switch() -> None:
+        form = browser.find_element(By.ID, "use")
+        form.find_element(By.NAME, "model").send_keys(model)
+        form.find_element(By.NAME, "confirm_model").send_keys(model)
+        form.find_element(By.NAME, "confirm").click()
+        form.find_element(By.CSS_SELECTOR, "button").click()
+
+    await run(switch)
+    await until(lambda: browser.find_elements(By.ID, "model-in-use") and text_of("#model-in-use") == model)
+    assert engine.model.name == model
+    await run(browser.execute_script, "document.getElementById('switch').scrollIntoView()")
+    await run(browser.save_screenshot, str(shots / "model-switch.png"))
+
+    def roll_back() -> None:
+        browser.find_element(By.CSS_SELECTOR, "#rollback button").click()
+
+    await run(roll_back)
+    await until(lambda: browser.find_elements(By.ID, "model-in-use") and text_of("#model-in-use") == "gpt-4o-mini")
+    assert engine.model.name == "gpt-4o-mini"

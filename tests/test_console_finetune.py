@@ -181,10 +181,11 @@ async def test_the_switch_needs_the_confirm_and_rolls_back(served: Served) -> No
 
     status, location, _ = await post(served, "/admin/finetune/use", {"model": CANDIDATE, "confirm_model": CANDIDATE,
                                                                      "confirm": "yes"})
-    assert (status, location) == (303, "/admin/finetune#switch")
+    assert (status, location) == (303, "/admin/finetune?done=switched#switch")
     assert engine.model.name == CANDIDATE  # at once
     assert (await choice.load())["previous"] == "gpt-4o-mini"  # and kept for a restart
-    body = (await get(served, "/admin/finetune"))[1]
+    body = (await get(served, "/admin/finetune?done=switched"))[1]
+    assert f"Switched: the advisor now answers with {CANDIDATE}." in body
     assert f'<code id="model-in-use">{CANDIDATE}</code>' in body and "Roll back to gpt-4o-mini" in body
 
     status, _, _ = await post(served, "/admin/finetune/rollback", {})

@@ -38,6 +38,10 @@ from config.settings import Settings
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"ftjob-[A-Za-z0-9_-]{1,64}")
 DEFAULT_JUDGE = "gpt-4o"
+DONE = {
+    "switched": "Switched: the advisor now answers with {model}.",
+    "rolled-back": "Rolled back: the advisor answers with {model} again.",
+}
 COMPARE_CONCURRENCY = 4  # model calls at a time
 MAX_EVENTS = 200
 
@@ -87,6 +91,9 @@ class FinetunePage:
     async def page(self, request: web.Request, flash: tuple[str, str] | None = None, status: int = 200) -> web.Response:
         job_id = request.query.get("job", "").strip() if request.method == "GET" else ""
         job: dict[str, Any] | None = None
+        done = request.query.get("done", "") if request.method == "GET" else ""
+        if flash is None and done in DONE:
+            flash = ("info", DONE[done].format(model=self.running()))
         if job_id:
             job, problem = await self._job(job_id)
             if job is None:
@@ -143,8 +150,9 @@ class FinetunePage:
                 estimate = check["estimate"]
                 cost = f'about ${estimate["cost_usd"]:,.2f}' if estimate.get("cost_usd") is not None else "price unknown"
                 verdict = ('<span class="ok">no errors</span>' if not check["errors"] else
-                           '<span class="bad">errors: ' + e(", ".join(f"{k} {v}" for k, v in check["errors"].items())) + "</span>")
-                warnings = ", ".join(f"{k} {v}" for k, v in check["warnings"].items())
+                           '<span class="bad">errors: ' + e(_issues(check["errors"])) + "</span>"
+                           + (" (not uploaded)" if name == "validation" else ""))
+                warnings = _issues(check["warnings"])
                 body += (
                     f'<p class="check" data-split="{e(name)}"><strong>{e(name)}</strong>: {e(check["examples"])} examples, '
                     f'{verdict}{" · warnings: " + e(warnings) if warnings else ""}<br>'
@@ -446,7 +454,7 @@ class FinetunePage:
         applied = active.apply(self.engine, model)
         log.info("console: the chat model switched to %s (from %s)%s", model, record["previous"],
                  "" if applied else "; this process has no OpenAI model to switch, it takes effect on restart")
-        return redirect("/admin/finetune#switch")
+        return redirect("/admin/finetune?done=switched#switch")
 
     async def rollback(self, request: web.Request) -> web.Response:
         try:
@@ -455,12 +463,23 @@ class FinetunePage:
             return await self.page(request, ("error", f"Cannot roll back: {exc}. Nothing was changed."), 400)
         active.apply(self.engine, record["current"])
         log.info("console: the chat model rolled back to %s", record["current"])
-        return redirect("/admin/finetune#switch")
+        return redirect("/admin/finetune?done=rolled-back#switch")
 
     async def script(self, request: web.Request) -> web.Response:
         return web.Response(
             body=(STATIC / "finetune.js").read_bytes(), content_type="application/javascript", headers=SECURITY_HEADERS
         )
+
+
+def _issues(found: dict[str, Any]) -> str:
+    """{"kind": [line, ...]} as "kind (lines 1, 2)", a file-wide issue (no lines) as "kind"."""
+    def lines(value: Any) -> str:
+        if isinstance(value, list) and value:
+            shown = ", ".join(str(n) for n in value[:5]) + (", …" if len(value) > 5 else "")
+            return f" (line{'s' if len(value) > 1 else ''} {shown})"
+        return f" ({value})" if isinstance(value, int) and not isinstance(value, bool) else ""
+
+    return ", ".join(kind + lines(value) for kind, value in found.items())
 
 
 def _fmt(value: Any) -> str:
