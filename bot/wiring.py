@@ -134,8 +134,13 @@ async def build_engine(settings: Settings, stack: RetrievalStack | None = None, 
     choice = build_model_choice(settings, shared)
     if model is not None and not settings.local.enabled:  # a model switched to from the console or the CLI
         from bot.finetune.active import switch
+        from bot.finetune.errors import InputError
 
-        chosen = await choice.current()
+        try:
+            chosen = await choice.current()
+        except InputError as exc:  # a damaged model.json: the configured model answers, and the log says why
+            log.warning("the chosen model could not be read (%s); answering with %s", exc, settings.openai.chat_model)
+            chosen = None
         if chosen and switch(model, chosen):
             log.info("answering with the chosen model %s (advisor finetune rollback goes back)", chosen)
     memory = shared.memory if shared else SqliteMemory(settings.data_dir / "memory.sqlite3")

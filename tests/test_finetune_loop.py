@@ -174,17 +174,18 @@ async def test_use_and_rollback_are_persisted(capsys: pytest.CaptureFixture[str]
 
 
 async def test_the_engine_starts_with_the_chosen_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot.wiring import build_engine
+    from bot.wiring import build_engine, build_retrieval
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     settings = load_settings(None)
     await FileModelChoice(settings.data_dir / "model.json").use("ft:gpt-4o-mini:org:x:1", settings.openai.chat_model)
-    engine = await build_engine(settings)
+    stack = await build_retrieval(settings)
     try:
+        engine = await build_engine(settings, stack)
         assert engine.model.name == "ft:gpt-4o-mini:org:x:1"
     finally:
-        await engine.close() if hasattr(engine, "close") else None
+        await stack.close()
 
 
 @pytest.mark.parametrize("name", ["", "has space", "a;b", "x" * 201, "-flag", "<script>", "ft:a\nb"])

@@ -83,8 +83,10 @@ class FinetunePage:
                 self.engine.model_choice = found
         return found
 
-    def running(self) -> str:
-        return active.running_model(self.engine) or self.settings.openai.chat_model
+    def running(self, record: dict[str, Any] | None = None) -> str:
+        """The model answering now: the engine's, else the chosen one (`record`), else the configured one."""
+        chosen = (record or {}).get("current")
+        return active.running_model(self.engine) or chosen or self.settings.openai.chat_model
 
     # -- the page -----------------------------------------------------------------------------------
 
@@ -92,8 +94,6 @@ class FinetunePage:
         job_id = request.query.get("job", "").strip() if request.method == "GET" else ""
         job: dict[str, Any] | None = None
         done = request.query.get("done", "") if request.method == "GET" else ""
-        if flash is None and done in DONE:
-            flash = ("info", DONE[done].format(model=self.running()))
         if job_id:
             job, problem = await self._job(job_id)
             if job is None:
@@ -102,6 +102,8 @@ class FinetunePage:
             record = await self.choice.load()
         except InputError as exc:
             record, flash = {}, flash or ("error", str(exc))
+        if flash is None and done in DONE:
+            flash = ("info", DONE[done].format(model=self.running(record)))
         body = self.render(self.console.csrf(request), job, record)
         return html(templates.page("Fine-tuning", body, self.console.csrf(request), flash), status)
 
@@ -230,7 +232,7 @@ class FinetunePage:
         return body + "</section>"
 
     def _switch_section(self, token: str, record: dict[str, Any]) -> str:
-        running = self.running()
+        running = self.running(record)
         previous = record.get("previous")
         flagged = self.comparison and self.comparison.get("flag") and self.comparison.get("candidate")
         body = (
@@ -448,7 +450,7 @@ class FinetunePage:
             refusal = "To switch, type the model name twice and tick the confirm box. The model was not switched."
             return await self.page(request, ("error", refusal), 400)
         try:
-            record = await self.choice.use(model, self.running())
+            record = await self.choice.use(model, self.running(await self.choice.load()))
         except InputError as exc:
             return await self.page(request, ("error", f"{exc}. The model was not switched."), 400)
         applied = active.apply(self.engine, model)

@@ -19,7 +19,7 @@ from bot.finetune.errors import InputError
 
 # OpenAI model ids, fine-tuned ones too: ft:gpt-4o-mini-2024-07-18:org:suffix:id (and :ckpt-step-N)
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}")
-REDIS_KEY = "advisor:model-choice"
+REDIS_KEY = "advisor:model-choice"  # under bot.state.redis_client's default prefix, "advisor:"
 
 
 def check_model_name(name: str) -> str:
@@ -43,7 +43,9 @@ class ModelChoice:
         raise NotImplementedError
 
     async def current(self) -> str | None:
-        return (await self.load()).get("current") or None
+        """The chosen model, None when none is; InputError when the stored one is not a model name."""
+        chosen = (await self.load()).get("current")
+        return check_model_name(str(chosen)) if chosen else None
 
     async def use(self, model: str, running: str) -> dict[str, Any]:
         """Switch to `model`; the model answering now (`running`) becomes the one to roll back to."""
