@@ -94,7 +94,9 @@ async def test_build_without_reviews_is_refused(served: Served) -> None:
     assert status == 400 and "positive whole number" in body
 
 
-async def test_build_validate_launch_and_follow_the_job(served: Served, tmp_path: Path) -> None:
+async def test_build_validate_launch_and_follow_the_job(served: Served, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
     await build(served, tmp_path)
     status, body = await get(served, "/admin/finetune")
     assert status == 200 and 'id="build-report"' in body
@@ -120,7 +122,8 @@ async def test_build_validate_launch_and_follow_the_job(served: Served, tmp_path
     assert any("step 3/3" in line for line in job["events"])
     status, body = await get(served, f"/admin/finetune?job={job_id}")
     assert status == 200 and f'data-url="/admin/finetune/jobs/{job_id}"' in body and 'class="chart"' in body
-    assert "sk-test-key-do-not-log" not in body
+    assert "sk-test-key-do-not-log" not in body and "sk-test-key-do-not-log" not in caplog.text
+    assert f"fine-tuning job {job_id} launched" in caplog.text
 
 
 async def test_launch_refuses_bad_input_and_launches_nothing(served: Served, tmp_path: Path) -> None:
@@ -198,3 +201,18 @@ async def test_the_page_is_in_the_navigation(served: Served) -> None:
     assert status == 200 and '<a href="/admin/finetune">Fine-tuning</a>' in body
     status, script = await get(served, "/admin/static/finetune.js")
     assert status == 200 and "polyline" in script
+
+
+async def test_compare_refuses_bad_input_and_starts_nothing(served: Served, tmp_path: Path) -> None:
+    assert json.loads((await get(served, "/admin/finetune/compare.json"))[1]) == {"state": "idle"}
+    test = tmp_path / "test.jsonl"
+    test.write_text(json.dumps({"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]}))
+    for form, message in (({"base": "gpt-4o-mini", "candidate": "gpt-4o-mini", "test": str(test)}, "the same model"),
+                          ({"base": "gpt-4o-mini", "candidate": "a b", "test": str(test)}, "is not a model name"),
+                          ({"base": "gpt-4o-mini", "candidate": CANDIDATE, "test": "/etc/passwd"}, "is a .jsonl file"),
+                          ({"base": "gpt-4o-mini", "candidate": CANDIDATE, "test": str(tmp_path / "no.jsonl")}, "cannot read the file"),
+                          ({"base": "gpt-4o-mini", "candidate": CANDIDATE, "test": str(test), "limit": "x"}, "positive")):
+        status, _, body = await post(served, "/admin/finetune/compare", form)
+        assert status == 400 and message in body and "Nothing was started" in body, message
+    assert json.loads((await get(served, "/admin/finetune/compare.json"))[1]) == {"state": "idle"}
+    assert not [r for r in served[3].requests if r["path"].endswith("/chat/completions")]

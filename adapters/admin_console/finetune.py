@@ -286,11 +286,11 @@ class FinetunePage:
         return redirect("/admin/finetune#build")
 
     @staticmethod
-    def _validate(files: dict[str, str]) -> dict[str, Any]:
+    def _validate(files: dict[str, str], name: str = DEFAULT_BASE_MODEL) -> dict[str, Any]:
         from bot.finetune.basemodels import base_model
         from bot.finetune.validate import validate_file
 
-        model = base_model(DEFAULT_BASE_MODEL)
+        model = base_model(name)
         return {name: validate_file(Path(files[name]), model).to_json() for name in ("train", "validation")}
 
     # -- 3: launch and follow -----------------------------------------------------------------------
@@ -318,9 +318,14 @@ class FinetunePage:
                 raise InputError("the suffix takes letters, digits, - and _ only (at most 40)")
         except InputError as exc:
             return await self.page(request, ("error", f"{exc}. Nothing was launched."), 400)
-        validation = self.dataset["validation"]
+        try:  # again, for the base model chosen here (its token limit)
+            validation = await asyncio.to_thread(self._validate, self.dataset["files"], model)
+        except InputError as exc:
+            return await self.page(request, ("error", f"{exc}. Nothing was launched."), 400)
         if validation["train"]["errors"]:
-            return await self.page(request, ("error", "The training file has errors (step 2). Nothing was launched."), 400)
+            issues = _issues(validation["train"]["errors"])
+            refusal = f"The training file has errors for {model}: {issues}. Nothing was launched."
+            return await self.page(request, ("error", refusal), 400)
         try:
             async with self.client() as client:
                 training = await upload(client, Path(self.dataset["files"]["train"]))
