@@ -272,7 +272,11 @@ class FinetunePage:
             return await self.page(request, ("error", "The curated set must be an existing .csv, .tsv or .jsonl file on the server. Nothing was built."), 400)
         if self.console.memory is None:
             return await self.page(request, ("error", "This console has no conversation memory to read reviews from."), 503)
-        reviewed = await self.console.memory.reviewed_turns()
+        try:
+            reviewed = await self.console.memory.reviewed_turns()
+        except Exception as exc:  # a page saying so beats a 500
+            log.warning("console: the reviews could not be read: %s", type(exc).__name__)
+            return await self.page(request, ("error", "The reviews could not be read (see the server log). Nothing was built."), 503)
         out = self.settings.data_dir / "finetune" / time.strftime("feedback-%Y%m%d-%H%M%S", time.gmtime())
         persona = self.settings.core.persona
         try:
