@@ -274,7 +274,7 @@ class FinetunePage:
             return await self.page(request, ("error", "This console has no conversation memory to read reviews from."), 503)
         try:
             reviewed = await self.console.memory.reviewed_turns()
-        except Exception as exc:  # a page saying so beats a 500
+        except Exception as exc:  # noqa: BLE001 - a page saying so beats a 500
             log.warning("console: the reviews could not be read: %s", type(exc).__name__)
             return await self.page(request, ("error", "The reviews could not be read (see the server log). Nothing was built."), 503)
         out = self.settings.data_dir / "finetune" / time.strftime("feedback-%Y%m%d-%H%M%S", time.gmtime())
