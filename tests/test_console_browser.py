@@ -207,7 +207,9 @@ async def test_finetune_build_launch_follow_switch_and_roll_back_in_a_browser(
     shots.mkdir(parents=True, exist_ok=True)
     run = asyncio.to_thread
     await add_reviews(engine.memory)
-    curated = curated_csv(tmp_path / "curated.csv", extra=8)
+    data_dir = load_settings(None).data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    curated = curated_csv(data_dir / "curated.csv", extra=8)  # the page reads only the data dir and knowledge paths
 
     def text_of(css: str) -> str:
         return str(browser.find_element(By.CSS_SELECTOR, css).text)

@@ -66,7 +66,9 @@ async def post(served: Served, path: str, data: dict[str, str], token: str | Non
 
 async def build(served: Served, tmp_path: Path) -> None:
     await add_reviews(served[1].memory)
-    curated = curated_csv(tmp_path / "curated.csv", extra=8)
+    data_dir = load_settings(None).data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    curated = curated_csv(data_dir / "curated.csv", extra=8)  # the page reads only the data dir and knowledge paths
     status, location, _ = await post(served, "/admin/finetune/build", {"curated": str(curated), "min_reviews": "1"})
     assert (status, location) == (303, "/admin/finetune#build")
 
@@ -90,6 +92,15 @@ async def test_build_without_reviews_is_refused(served: Served) -> None:
     assert status == 400 and "no reviewed answers yet" in body and 'id="build-report"' not in body
     status, _, body = await post(served, "/admin/finetune/build", {"curated": "/etc/passwd"})
     assert status == 400 and "must be an existing .csv" in body
+
+
+async def test_build_refuses_a_curated_file_outside_the_knowledge_paths_and_data_dir(served: Served, tmp_path: Path) -> None:
+    await add_reviews(served[1].memory)
+    (tmp_path / "elsewhere").mkdir()
+    outside = curated_csv(tmp_path / "elsewhere" / "curated.csv", extra=8)
+    status, _, body = await post(served, "/admin/finetune/build", {"curated": str(outside), "min_reviews": "1"})
+    assert status == 400 and "inside the knowledge paths or the data directory" in body
+    assert not (load_settings(None).data_dir / "finetune").exists()
     status, _, body = await post(served, "/admin/finetune/build", {"min_reviews": "zero"})
     assert status == 400 and "positive whole number" in body
 

@@ -270,6 +270,9 @@ class FinetunePage:
         curated = Path(curated_text) if curated_text else None
         if curated is not None and (curated.suffix.lower() not in {".csv", ".tsv", ".jsonl"} or not curated.is_file()):
             return await self.page(request, ("error", "The curated set must be an existing .csv, .tsv or .jsonl file on the server. Nothing was built."), 400)
+        if curated is not None and not self._readable_here(curated):
+            return await self.page(request, ("error", "The curated set must lie inside the knowledge paths or the data directory "
+                                                      "(a form must not read other files on the server). Nothing was built."), 400)
         if self.console.memory is None:
             return await self.page(request, ("error", "This console has no conversation memory to read reviews from."), 503)
         try:
@@ -288,6 +291,12 @@ class FinetunePage:
         self.dataset = {"dir": str(out), "report": data, "files": data["files"], "validation": validation}
         log.info("console: a fine-tuning set of %d examples built from %d reviews", data["examples"], report.usable_reviews)
         return redirect("/admin/finetune#build")
+
+    def _readable_here(self, path: Path) -> bool:
+        """Whether the page may read `path`: inside ADVISOR_KNOWLEDGE_PATHS or the data dir (links resolved)."""
+        roots = [*self.console.admin.roots, self.settings.data_dir.expanduser().resolve()]
+        resolved = path.resolve()
+        return any(resolved == root or root in resolved.parents for root in roots)
 
     @staticmethod
     def _validate(files: dict[str, str], name: str = DEFAULT_BASE_MODEL) -> dict[str, Any]:
