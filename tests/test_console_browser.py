@@ -265,3 +265,53 @@ async def test_finetune_build_launch_follow_switch_and_roll_back_in_a_browser(
     await run(roll_back)
     await until(lambda: browser.find_elements(By.ID, "model-in-use") and text_of("#model-in-use") == "gpt-4o-mini")
     assert engine.model.name == "gpt-4o-mini"
+
+
+@pytest.fixture
+async def served_channels(
+    setenv: Callable[..., None], kb_dir: Path, stack: Any, retriever: Any, tmp_path: Path
+) -> AsyncIterator[tuple[ConsoleServer, Any]]:
+    """The console with a per-channel settings store (SQLite) behind the engine."""
+    from bot.state.channel_settings_sqlite import SqliteChannelSettings
+
+    setenv(ADVISOR_ADMIN_TOKEN=TOKEN, ADVISOR_KNOWLEDGE_PATHS=str(kb_dir))
+    settings = load_settings(None)
+    channels = SqliteChannelSettings(tmp_path / "channels.sqlite3")
+    engine = stack.engine(settings, channels=channels)
+    admin = Admin(engine, Ingestor(retriever.store, retriever.embedder, retriever.sparse), retriever.store,
+                  settings.core.knowledge_paths)
+    server = await ConsoleServer(settings, engine, admin, retriever).started()
+    yield server, engine
+    await server.stop()
+    await channels.close()
+
+
+async def test_a_channel_gets_its_own_persona_in_a_browser(browser: Any, served_channels: Any, shots: Path) -> None:
+    """Sign in, add a channel's persona on /admin/channels, see it listed, and the engine use it at once."""
+    from selenium.webdriver.common.by import By
+
+    server, engine = served_channels
+    run = asyncio.to_thread
+    persona = "You are the treasury desk's advisor: brief, formal, numbers first."
+
+    def sign_in_and_add() -> None:
+        browser.get(server.url + "/admin/login")
+        browser.find_element(By.NAME, "token").send_keys(TOKEN)
+        browser.find_element(By.CSS_SELECTOR, "#login button").click()
+
+    await run(sign_in_and_add)
+    await until(lambda: browser.find_elements(By.ID, "summary"))
+    await run(browser.get, server.url + "/admin/channels")
+
+    def add() -> None:
+        browser.find_element(By.NAME, "scope").send_keys("slack:T1:C1")
+        browser.find_element(By.NAME, "persona").send_keys(persona)
+        browser.find_element(By.CSS_SELECTOR, "#channel-form button[type=submit]").click()
+
+    await run(add)
+    listed = await until(lambda: "slack:T1:C1" in (browser.find_element(By.ID, "scopes").text or "") and
+                         browser.find_element(By.ID, "scopes").text)
+    assert "treasury desk" in listed
+    await run(browser.save_screenshot, str(shots / "channels.png"))
+    message = IncomingMessage("slack", "T1", "C1", "1.0", "U1", "How big should my emergency fund be?", time.time(), "m-2")
+    assert (await engine.channel_settings(message)).persona == persona
