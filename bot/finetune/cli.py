@@ -59,6 +59,16 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--price-per-mtok", type=float, help="training price in USD per million tokens")
 
 
+def add_cleaning_options(parser: argparse.ArgumentParser, split: str) -> None:
+    """prepare's cleaning and splitting options, shared by `prepare` and `from-feedback` (its curated rows)."""
+    parser.add_argument("--min-answer-words", type=int, default=25)
+    parser.add_argument("--max-answer-words", type=int, default=750)
+    parser.add_argument("--near-duplicate-threshold", type=float, default=0.8, help="word-shingle Jaccard")
+    parser.add_argument("--resplit", action="store_true", help=f"ignore {split}; make a seeded one")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ratios", type=_ratios, default=(0.8, 0.1, 0.1), help="train,validation,test")
+
+
 def add_finetune_commands(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -77,12 +87,7 @@ def add_finetune_commands(parser: argparse.ArgumentParser) -> None:
         ("author", "the answerer, to strip their signature"),
     ):
         prepare.add_argument(f"--{name}-field", help=f"field holding {what}")
-    prepare.add_argument("--min-answer-words", type=int, default=25)
-    prepare.add_argument("--max-answer-words", type=int, default=750)
-    prepare.add_argument("--near-duplicate-threshold", type=float, default=0.8, help="word-shingle Jaccard")
-    prepare.add_argument("--resplit", action="store_true", help="ignore the source's split; make a seeded one")
-    prepare.add_argument("--seed", type=int, default=0)
-    prepare.add_argument("--ratios", type=_ratios, default=(0.8, 0.1, 0.1), help="train,validation,test")
+    add_cleaning_options(prepare, "the source's split")
 
     validate = actions.add_parser("validate", help="check a chat fine-tuning JSONL file; count tokens; estimate cost")
     validate.add_argument("file", type=Path, metavar="FILE")
@@ -136,12 +141,7 @@ def add_finetune_commands(parser: argparse.ArgumentParser) -> None:
     feedback.add_argument("--out", type=Path, required=True, help="folder for train/validation/test.jsonl and report.json")
     feedback.add_argument("--curated", type=Path, metavar="CSV", help="a curated Q&A set, e.g. counsel-chat's CSV")
     feedback.add_argument("--min-reviews", type=_positive, default=1, help="refuse with fewer usable reviews (default 1)")
-    feedback.add_argument("--min-answer-words", type=int, default=25, help="for the curated rows")
-    feedback.add_argument("--max-answer-words", type=int, default=750)
-    feedback.add_argument("--near-duplicate-threshold", type=float, default=0.8, help="word-shingle Jaccard")
-    feedback.add_argument("--resplit", action="store_true", help="ignore the curated set's split; a seeded one")
-    feedback.add_argument("--seed", type=int, default=0)
-    feedback.add_argument("--ratios", type=_ratios, default=(0.8, 0.1, 0.1), help="train,validation,test")
+    add_cleaning_options(feedback, "the curated set's split")
 
     use = actions.add_parser("use", help="switch the advisor to MODEL (kept in the data dir, or Redis); rollback undoes it")
     use.add_argument("model", metavar="MODEL")
