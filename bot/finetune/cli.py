@@ -20,6 +20,7 @@ from config.settings import Settings
 if TYPE_CHECKING:
     import openai
     from openai.types.fine_tuning import FineTuningJob
+    from bot.finetune.prepare import PrepareOptions
 
 CHAT_MODEL_VARIABLE = "ADVISOR_OPENAI_CHAT_MODEL"
 DEFAULT_JUDGE = "gpt-4o"
@@ -67,6 +68,20 @@ def add_cleaning_options(parser: argparse.ArgumentParser, split: str) -> None:
     parser.add_argument("--resplit", action="store_true", help=f"ignore {split}; make a seeded one")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ratios", type=_ratios, default=(0.8, 0.1, 0.1), help="train,validation,test")
+
+
+def cleaning_options(args: argparse.Namespace) -> PrepareOptions:
+    """The PrepareOptions that `add_cleaning_options` asked for."""
+    from bot.finetune.prepare import PrepareOptions
+
+    return PrepareOptions(
+        min_answer_words=args.min_answer_words,
+        max_answer_words=args.max_answer_words,
+        near_duplicate_threshold=args.near_duplicate_threshold,
+        resplit=args.resplit,
+        seed=args.seed,
+        ratios=args.ratios,
+    )
 
 
 def add_finetune_commands(parser: argparse.ArgumentParser) -> None:
@@ -169,16 +184,9 @@ async def run_finetune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.finetune.prepare import PrepareOptions, prepare
+    from bot.finetune.prepare import prepare
 
-    options = PrepareOptions(
-        min_answer_words=args.min_answer_words,
-        max_answer_words=args.max_answer_words,
-        near_duplicate_threshold=args.near_duplicate_threshold,
-        resplit=args.resplit,
-        seed=args.seed,
-        ratios=args.ratios,
-    )
+    options = cleaning_options(args)
     names = ("question", "answer", "title", "split", "rank", "id", "author")
     fields = {name: getattr(args, f"{name}_field") for name in names}
     report = prepare(args.source, args.out, settings.core.persona, fields, options)
@@ -348,17 +356,9 @@ async def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_from_feedback(args: argparse.Namespace, settings: Settings) -> int:
     from bot.finetune.feedback import build_from_feedback
-    from bot.finetune.prepare import PrepareOptions
     from bot.wiring import open_memory
 
-    options = PrepareOptions(
-        min_answer_words=args.min_answer_words,
-        max_answer_words=args.max_answer_words,
-        near_duplicate_threshold=args.near_duplicate_threshold,
-        resplit=args.resplit,
-        seed=args.seed,
-        ratios=args.ratios,
-    )
+    options = cleaning_options(args)
     memory, closing = await open_memory(settings)
     try:
         reviewed = await memory.reviewed_turns()
