@@ -21,9 +21,7 @@ from typing import Any
 import pytest
 
 from bot.models import Final, IncomingMessage
-from bot.ops.admin import Admin
 from config.settings import load_settings
-from retrieval.ingest import Ingestor
 from tests.harness.console import TOKEN, ConsoleServer, GatedEmbedder
 from tests.harness.openai_server import FakeOpenAI
 from tests.test_finetune_loop import add_reviews, curated_csv
@@ -81,8 +79,7 @@ async def served(
     settings = load_settings(None)
     engine = stack.engine(settings)
     gated = GatedEmbedder(retriever.embedder)
-    admin = Admin(engine, Ingestor(retriever.store, gated, retriever.sparse), retriever.store, settings.core.knowledge_paths)
-    server = await ConsoleServer(settings, engine, admin, retriever).started()
+    server = await ConsoleServer.serving(settings, engine, retriever, gated)
     yield server, gated, engine
     gated.gate.set()
     await server.stop()
@@ -191,9 +188,7 @@ async def served_finetune(
                OPENAI_API_KEY="sk-test-key")
         settings = load_settings(None)
         engine = stack.engine(settings, stack.chat_model(fake))
-        admin = Admin(engine, Ingestor(retriever.store, retriever.embedder, retriever.sparse), retriever.store,
-                      settings.core.knowledge_paths)
-        server = await ConsoleServer(settings, engine, admin, retriever).started()
+        server = await ConsoleServer.serving(settings, engine, retriever)
         yield server, engine
         await server.stop()
 
@@ -278,9 +273,7 @@ async def served_channels(
     settings = load_settings(None)
     channels = SqliteChannelSettings(tmp_path / "channels.sqlite3")
     engine = stack.engine(settings, channels=channels)
-    admin = Admin(engine, Ingestor(retriever.store, retriever.embedder, retriever.sparse), retriever.store,
-                  settings.core.knowledge_paths)
-    server = await ConsoleServer(settings, engine, admin, retriever).started()
+    server = await ConsoleServer.serving(settings, engine, retriever)
     yield server, engine
     await server.stop()
     await channels.close()

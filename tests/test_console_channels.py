@@ -12,11 +12,9 @@ import aiohttp
 import pytest
 
 from bot.models import Final, IncomingMessage
-from bot.ops.admin import Admin
 from bot.state.channel_settings import ChannelSettings
 from bot.state.channel_settings_sqlite import SqliteChannelSettings
 from config.settings import load_settings
-from retrieval.ingest import Ingestor
 from tests.harness.console import TOKEN, ConsoleServer, client, csrf_of, sign_in
 
 
@@ -28,9 +26,7 @@ async def served(
     settings = load_settings(None)
     channels = SqliteChannelSettings(tmp_path / "channels.sqlite3")
     engine = stack.engine(settings, channels=channels)
-    admin = Admin(engine, Ingestor(retriever.store, retriever.embedder, retriever.sparse), retriever.store,
-                  settings.core.knowledge_paths)
-    server = await ConsoleServer(settings, engine, admin, retriever).started()
+    server = await ConsoleServer.serving(settings, engine, retriever)
     yield server, engine, channels
     await server.stop()
     await channels.close()

@@ -18,9 +18,7 @@ import pytest
 from adapters.admin_console import finetune as finetune_page
 from bot.engine.pipeline import Engine
 from bot.finetune.active import FileModelChoice
-from bot.ops.admin import Admin
 from config.settings import load_settings
-from retrieval.ingest import Ingestor
 from tests.harness.console import TOKEN, ConsoleServer, client, csrf_of, sign_in
 from tests.harness.openai_server import FakeOpenAI
 from tests.test_finetune_loop import CORRECTED, add_reviews, curated_csv
@@ -37,9 +35,7 @@ async def served(setenv: Callable[..., None], kb_dir: Path, stack: Any, retrieve
                OPENAI_API_KEY="sk-test-key-do-not-log")
         settings = load_settings(None)
         engine = stack.engine(settings, stack.chat_model(fake))
-        admin = Admin(engine, Ingestor(retriever.store, retriever.embedder, retriever.sparse), retriever.store,
-                      settings.core.knowledge_paths)
-        server = await ConsoleServer(settings, engine, admin, retriever).started()
+        server = await ConsoleServer.serving(settings, engine, retriever)
         try:
             async with client() as http:
                 assert (await sign_in(http, server.url)).status == 303

@@ -17,10 +17,8 @@ import pytest
 
 from bot.engine.pipeline import Engine
 from bot.models import Final, IncomingMessage
-from bot.ops.admin import Admin
 from bot.state.memory import MAX_CORRECTION_CHARS, Review
 from config.settings import load_settings
-from retrieval.ingest import Ingestor
 from tests.harness.console import TOKEN, ConsoleServer, client, csrf_of, sign_in
 
 QUESTION = "How big should my emergency fund be?"
@@ -33,9 +31,7 @@ async def console(setenv: Callable[..., None], kb_dir: Path, stack: Any, retriev
     settings = load_settings(None)
     assert settings.console.show_messages is show
     engine = stack.engine(settings)
-    admin = Admin(engine, Ingestor(retriever.store, retriever.embedder, retriever.sparse), retriever.store,
-                  settings.core.knowledge_paths)
-    server = await ConsoleServer(settings, engine, admin, retriever).started()
+    server = await ConsoleServer.serving(settings, engine, retriever)
     try:
         async with client() as http:
             assert (await sign_in(http, server.url)).status == 303

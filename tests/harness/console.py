@@ -13,6 +13,8 @@ from typing import Any
 import aiohttp
 
 from adapters.serve import run_web
+from bot.ops.admin import Admin
+from retrieval.ingest import Ingestor
 from tests.harness.loopback import free_port
 
 TOKEN = "console-token-5b1f0e7d"
@@ -40,6 +42,7 @@ class ConsoleServer:
     """run_web in a task on a free port; `stop()` ends it as SIGTERM would."""
 
     def __init__(self, settings: Any, engine: Any, admin: Any, retriever: Any) -> None:
+        self.admin = admin
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stop_event = asyncio.Event()
@@ -47,6 +50,14 @@ class ConsoleServer:
             engine=engine, admin=admin, stack=SimpleNamespace(store=retriever.store, retriever=retriever), redis=None
         )
         self.task = asyncio.create_task(run_web(settings, services, self.port, stop=self.stop_event))
+
+    @classmethod
+    async def serving(cls, settings: Any, engine: Any, retriever: Any, embedder: Any = None) -> ConsoleServer:
+        """The console over `engine`, with an Admin that reindexes into `retriever`'s store (through
+        `embedder`, the retriever's own by default) within the configured knowledge paths; started."""
+        ingestor = Ingestor(retriever.store, embedder or retriever.embedder, retriever.sparse)
+        admin = Admin(engine, ingestor, retriever.store, settings.core.knowledge_paths)
+        return await cls(settings, engine, admin, retriever).started()
 
     async def started(self) -> ConsoleServer:
         async with aiohttp.ClientSession() as http:
