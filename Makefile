@@ -64,3 +64,4 @@ bench: $(STAMP) redis-server
 	$(VENV)/bin/python bench/safety.py
 	$(VENV)/bin/python bench/offline_answers.py
 	$(VENV)/bin/python bench/slack_streaming.py
+	$(VENV)/bin/python bench/channel_settings.py
