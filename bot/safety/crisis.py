@@ -458,7 +458,7 @@ RULES: tuple[_Rule, ...] = (
     ),
     _rule(  # the methods asked for outright, and a method's details asked for a story or someone else
         "method_seeking", "strong", "none",
-        r"\b(?:rank|list|name|tell me|give me|show me|what are|what is|whats|which are|explain|compare)\b(?: \w+){0,4} "
+        r"\b(?:rank|list|name|tell me|give me|show me|what|whats|which|explain|compare)\b(?: \w+){0,4} "
         r"(?:suicide|self harm) (?:methods?|techniques?|options)\b",
         r"\b(?:painless|painlessly|quick|quickest|fast|fastest|easy|easiest|best|surest|reliable|most reliable|"
         r"effective|most effective|certain) (?:way|ways|method|methods) (?:for|of) (?:suicide|self harm)\b",
