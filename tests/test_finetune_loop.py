@@ -171,6 +171,11 @@ async def test_use_and_rollback_are_persisted(capsys: pytest.CaptureFixture[str]
     assert (await choice.current()) == "ft:gpt-4o-mini-2024-07-18:org:loop:abc123"  # unchanged
     assert await _main(["finetune", "rollback"]) == 0
     assert (await choice.current()) == base
+    assert await _main(["finetune", "clear"]) == 0
+    assert "answering with " + base in capsys.readouterr().out
+    assert not (settings.data_dir / "model.json").exists() and await choice.current() is None
+    assert await _main(["finetune", "clear"]) == 2  # nothing left to forget
+    assert "the configured model is already in use" in capsys.readouterr().err
 
 
 async def test_the_engine_starts_with_the_chosen_model(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,6 +25,10 @@ async def test_two_processes_share_the_choice_in_redis(redis_clients: Any) -> No
         await other.use(MODEL, "gpt-4o-mini")
     await other.rollback()
     assert await one.current() == "gpt-4o-mini" and (await one.load())["previous"] == MODEL
+    assert (await other.clear())["current"] == "gpt-4o-mini"
+    assert await one.current() is None and await one.load() == {}
+    with pytest.raises(InputError, match="already in use"):
+        await one.clear()
 
 
 async def test_the_cli_and_the_engine_use_redis_when_it_is_set(

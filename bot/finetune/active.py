@@ -42,6 +42,17 @@ class ModelChoice:
     async def _save(self, record: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    async def clear(self) -> dict[str, Any]:
+        """Forget the choice, so ADVISOR_OPENAI_CHAT_MODEL answers again; the record that was forgotten."""
+        record = await self.load()
+        if not record.get("current"):
+            raise InputError("no model was chosen: the configured model is already in use")
+        await self._forget()
+        return record
+
+    async def _forget(self) -> None:
+        raise NotImplementedError
+
     async def current(self) -> str | None:
         """The chosen model, None when none is; InputError when the stored one is not a model name."""
         chosen = (await self.load()).get("current")
@@ -87,6 +98,9 @@ class FileModelChoice(ModelChoice):
         temporary.write_text(json.dumps(record) + "\n", encoding="utf-8")
         os.replace(temporary, self.path)  # a reader never sees half a file
 
+    async def _forget(self) -> None:
+        self.path.unlink(missing_ok=True)
+
 
 class RedisModelChoice(ModelChoice):
     """The same record in a Redis hash, shared by every process of the workspace (a decoding client)."""
@@ -108,6 +122,9 @@ class RedisModelChoice(ModelChoice):
             pipe.delete(self.key)
             pipe.hset(self.key, mapping=mapping)
             await pipe.execute()
+
+    async def _forget(self) -> None:
+        await self.client.delete(self.key)
 
 
 def running_model(engine: Any) -> str | None:

@@ -161,6 +161,7 @@ def add_finetune_commands(parser: argparse.ArgumentParser) -> None:
     use = actions.add_parser("use", help="switch the advisor to MODEL (kept in the data dir, or Redis); rollback undoes it")
     use.add_argument("model", metavar="MODEL")
     actions.add_parser("rollback", help="switch back to the model in use before the last switch")
+    actions.add_parser("clear", help="forget the switched-in model: answer with ADVISOR_OPENAI_CHAT_MODEL again")
     actions.add_parser("model", help="the model in use and the one a rollback would go back to")
     compare.add_argument("--concurrency", type=_positive, default=4, help="model calls at a time")
 
@@ -175,7 +176,7 @@ async def run_finetune(args: argparse.Namespace, settings: Settings) -> int:
             return await cmd_compare(args, settings)
         if args.action == "from-feedback":
             return await cmd_from_feedback(args, settings)
-        if args.action in ("use", "rollback", "model"):
+        if args.action in ("use", "rollback", "clear", "model"):
             return await cmd_model_choice(args, settings)
         return await run_api_command(args, settings)
     except InputError as exc:
@@ -370,7 +371,7 @@ async def cmd_from_feedback(args: argparse.Namespace, settings: Settings) -> int
 
 
 async def cmd_model_choice(args: argparse.Namespace, settings: Settings) -> int:
-    """`use MODEL`, `rollback`, `model`: the choice every advisor process reads at start-up (a running
+    """`use MODEL`, `rollback`, `clear`, `model`: the choice every advisor process reads at start-up (a running
     web process's console switches its own engine at once; restart the others)."""
     from bot.wiring import open_model_choice
 
@@ -382,6 +383,9 @@ async def cmd_model_choice(args: argparse.Namespace, settings: Settings) -> int:
         elif args.action == "rollback":
             record = await choice.rollback()
             print(f"Rolled back to {record['current']} (from {record['previous']}).")
+        elif args.action == "clear":
+            record = await choice.clear()
+            print(f"Forgot {record['current']}: answering with {settings.openai.chat_model} (ADVISOR_OPENAI_CHAT_MODEL).")
         else:
             record = await choice.load()
             print(f"model in use: {record.get('current') or settings.openai.chat_model}")
