@@ -97,6 +97,23 @@ async def until(check: Callable[[], Any], timeout: float = 30) -> Any:
         await asyncio.sleep(0.1)
 
 
+def send_token(browser: Any) -> None:
+    """Fill in the sign-in form the browser shows and send it (blocking: run it in a thread)."""
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.NAME, "token").send_keys(TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "#login button").click()
+
+
+async def sign_in(browser: Any, server: Any) -> None:
+    """Open the sign-in page, send the token and wait for the status page."""
+    from selenium.webdriver.common.by import By
+
+    await asyncio.to_thread(browser.get, server.url + "/admin/login")
+    await asyncio.to_thread(send_token, browser)
+    await until(lambda: browser.find_elements(By.ID, "summary"))
+
+
 async def test_sign_in_status_reindex_and_forged_csrf_in_a_browser(browser: Any, served: Any, shots: Path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -111,11 +128,7 @@ async def test_sign_in_status_reindex_and_forged_csrf_in_a_browser(browser: Any,
     await until(lambda: browser.current_url.endswith("/admin/login"))
     await run(browser.save_screenshot, str(shots / "login.png"))
 
-    def sign_in() -> None:
-        browser.find_element(By.NAME, "token").send_keys(TOKEN)
-        browser.find_element(By.CSS_SELECTOR, "#login button").click()
-
-    await run(sign_in)
+    await run(send_token, browser)
     await until(lambda: browser.current_url.rstrip("/").endswith("/admin") and browser.find_elements(By.ID, "summary"))
     summary = await run(text_of, "#summary")
     assert "none (offline mode)" in summary and "Index size" in summary
@@ -210,14 +223,7 @@ async def test_finetune_build_launch_follow_switch_and_roll_back_in_a_browser(
         return str(browser.find_element(By.CSS_SELECTOR, css).text)
 
     browser.delete_all_cookies()
-    await run(browser.get, server.url + "/admin/login")
-
-    def sign_in() -> None:
-        browser.find_element(By.NAME, "token").send_keys(TOKEN)
-        browser.find_element(By.CSS_SELECTOR, "#login button").click()
-
-    await run(sign_in)
-    await until(lambda: browser.find_elements(By.ID, "summary"))
+    await sign_in(browser, server)
     await run(browser.get, server.url + "/admin/finetune")
 
     def build() -> None:
@@ -287,13 +293,7 @@ async def test_a_channel_gets_its_own_persona_in_a_browser(browser: Any, served_
     run = asyncio.to_thread
     persona = "You are the treasury desk's advisor: brief, formal, numbers first."
 
-    def sign_in_and_add() -> None:
-        browser.get(server.url + "/admin/login")
-        browser.find_element(By.NAME, "token").send_keys(TOKEN)
-        browser.find_element(By.CSS_SELECTOR, "#login button").click()
-
-    await run(sign_in_and_add)
-    await until(lambda: browser.find_elements(By.ID, "summary"))
+    await sign_in(browser, server)
     await run(browser.get, server.url + "/admin/channels")
 
     def add() -> None:
